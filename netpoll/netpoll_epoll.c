@@ -1,0 +1,114 @@
+/*
+ * netpoll_epoll.c - the epoll backend of netpoll.h: one epoll instance per
+ * runtime, edge-triggered, broken out of a sleep by an eventfd.
+ *
+ * The scheduler's idle path blocks here until the earliest timer (one M
+ * at a time, see proc.c findrunnable), so timers and, with the socket
+ * module, I/O readiness wake the same sleeper.
+ *
+ * Invariants:
+ *  1. wakesig is 1 while a break is pending (eventfd written, not yet
+ *     drained): concurrent breaks coalesce into one write.
+ *  2. The poll sleeps with nanosecond precision (epoll_pwait2) where the
+ *     kernel has it, else in milliseconds rounded up, so a timer never
+ *     fires early because of the poller.
+ */
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+static int epfd = -1;
+static int breakfd = -1;
+static _Atomic uint32_t wakesig;
+static bool nopwait2;
+
+int weft__netpoll_init(void)
+{
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0)
+        return -errno;
+    breakfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (breakfd < 0) {
+        int err = -errno;
+        close(epfd);
+        epfd = -1;
+        return err;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &breakfd};
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, breakfd, &ev) < 0) {
+        int err = -errno;
+        weft__netpoll_close();
+        return err;
+    }
+    STORE(&wakesig, 0);
+    return 0;
+}
+
+void weft__netpoll_close(void)
+{
+    if (breakfd >= 0)
+        close(breakfd);
+    if (epfd >= 0)
+        close(epfd);
+    breakfd = epfd = -1;
+}
+
+void weft__netpoll_break(void)
+{
+    uint32_t zero = 0;
+    if (!atomic_compare_exchange_strong(&wakesig, &zero, 1))
+        return;
+    uint64_t one = 1;
+    while (write(breakfd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
+bool weft__netpoll_waiters(void)
+{
+    return false; /* no fds yet: the socket module counts its waiters */
+}
+
+static int pollwait(struct epoll_event *evs, int max, int64_t delay)
+{
+    if (!nopwait2) {
+        struct timespec ts, *tsp = NULL;
+        if (delay >= 0) {
+            ts.tv_sec = delay / 1000000000;
+            ts.tv_nsec = delay % 1000000000;
+            tsp = &ts;
+        }
+        int n = epoll_pwait2(epfd, evs, max, tsp, NULL);
+        if (n >= 0 || errno != ENOSYS)
+            return n;
+        nopwait2 = true;
+    }
+    int ms = -1;
+    if (delay >= 0)
+        ms = delay > 1000000000000LL ? 1000000 : (int)((delay + 999999) / 1000000);
+    return epoll_wait(epfd, evs, max, ms);
+}
+
+struct g *weft__netpoll(int64_t delay, int32_t *n)
+{
+    struct epoll_event evs[128];
+    *n = 0;
+    int k = pollwait(evs, 128, delay);
+    if (k < 0) {
+        if (errno != EINTR)
+            weft__throw("weft: netpoll - epoll_wait failed");
+        return NULL;
+    }
+    for (int i = 0; i < k; i++) {
+        if (evs[i].data.ptr == &breakfd) {
+            uint64_t v;
+            while (read(breakfd, &v, sizeof v) < 0 && errno == EINTR)
+                ;
+            STORE(&wakesig, 0);
+        }
+    }
+    return NULL;
+}

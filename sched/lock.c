@@ -1,0 +1,131 @@
+/*
+ * lock.c - the runtime's own low-level blocking: a futex mutex (wlock) and
+ * a one-shot wakeup (note), as Go's lock_futex.go. They block the thread,
+ * not a coroutine, so they are for short critical sections in the
+ * scheduler and for parking idle Ms.
+ *
+ * wlock: key 0 free, 1 locked, 2 locked and maybe waited on. Lock spins
+ * briefly (the holder is usually running on another CPU), then sets 2
+ * and sleeps in the futex; unlock wakes one sleeper only if it saw 2.
+ *
+ * note: key 0 clear, 1 woken. notewakeup may come before notesleep; the
+ * sleeper then returns at once. A note is cleared by its owner before
+ * it is reused; one sleeper at a time.
+ *
+ * TSan cannot see through futexes, so the lock and the note tell it
+ * about the happens-before edges they create (no-ops in other builds).
+ */
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime.h"
+#include "sanitizer.h"
+
+static void futexwait(_Atomic uint32_t *addr, uint32_t val, int64_t ns)
+{
+    struct timespec ts, *tsp = NULL;
+    if (ns >= 0) {
+        ts.tv_sec = ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        tsp = &ts;
+    }
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, tsp, NULL, 0);
+}
+
+static void futexwake(_Atomic uint32_t *addr, int n)
+{
+    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__)
+    __asm__ volatile("pause");
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+void weft__lock(wlock *l)
+{
+    uint32_t v = 0;
+    if (likely(atomic_compare_exchange_strong_explicit(
+            &l->key, &v, 1, memory_order_acquire, memory_order_relaxed))) {
+        weft__tsan_acquire(l);
+        return;
+    }
+    for (int i = 0; i < 100; i++) {
+        cpu_relax();
+        v = 0;
+        if (LOAD(&l->key) == 0 &&
+            atomic_compare_exchange_weak_explicit(&l->key, &v, 1,
+                                                  memory_order_acquire,
+                                                  memory_order_relaxed)) {
+            weft__tsan_acquire(l);
+            return;
+        }
+    }
+    /* Mark contended; whoever unlocks will wake us. */
+    while (atomic_exchange_explicit(&l->key, 2, memory_order_acquire) != 0)
+        futexwait(&l->key, 2, -1);
+    weft__tsan_acquire(l);
+}
+
+void weft__unlock(wlock *l)
+{
+    weft__tsan_release(l);
+    if (atomic_exchange_explicit(&l->key, 0, memory_order_release) == 2)
+        futexwake(&l->key, 1);
+}
+
+void weft__notesleep(note *n)
+{
+    while (LOADACQ(&n->key) == 0)
+        futexwait(&n->key, 0, -1);
+    weft__tsan_acquire(n);
+}
+
+bool weft__notetsleep(note *n, int64_t ns)
+{
+    if (ns < 0) {
+        weft__notesleep(n);
+        return true;
+    }
+    int64_t deadline = weft__nanotime() + ns;
+    while (LOADACQ(&n->key) == 0) {
+        int64_t left = deadline - weft__nanotime();
+        if (left <= 0)
+            return false;
+        futexwait(&n->key, 0, left);
+    }
+    weft__tsan_acquire(n);
+    return true;
+}
+
+void weft__notewakeup(note *n)
+{
+    weft__tsan_release(n);
+    uint32_t old = atomic_exchange_explicit(&n->key, 1, memory_order_release);
+    if (old != 0)
+        weft__throw("weft: notewakeup - double wakeup");
+    futexwake(&n->key, 1);
+}
+
+int64_t weft__nanotime(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* wyrand: fast, good enough for victim selection and select fairness. */
+uint32_t weft__fastrand(struct m *mp)
+{
+    mp->fastrand += 0xa0761d6478bd642full;
+    __uint128_t r = (__uint128_t)mp->fastrand *
+                    (mp->fastrand ^ 0xe7037ed1a0b428dbull);
+    return (uint32_t)((uint64_t)(r >> 64) ^ (uint64_t)r);
+}

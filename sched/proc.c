@@ -1,0 +1,1356 @@
+/*
+ * proc.c - the scheduler: Gs, Ms and Ps, after Go's runtime/proc.go.
+ *
+ * A G is a coroutine, an M an OS thread, a P the right to run Gs (there
+ * are gomaxprocs of them). An M must hold a P to run Gs; an M without one
+ * is idle (parked on its note) or in a system call. Each P has a local run
+ * queue (runq.c) and a timer heap (timer.c); a global run queue takes the
+ * overflow and Gs whose M lost its P.
+ *
+ * Finding work (findrunnable, on the M's scheduler stack "g0"): timers
+ * due, every 61st tick the global queue first (so it cannot starve), the
+ * local queue, the global queue, then stealing half of a random victim's
+ * queue and running other Ps' expired timers. An M that finds nothing
+ * gives up its P and parks; the last one to do so, if any timer is
+ * pending, sleeps in the netpoller until the earliest one instead.
+ *
+ * Spinning: an M looking for work to steal is "spinning" (nmspinning).
+ * When work appears (a G readied or spawned) and some P is idle while no
+ * M spins, wakep() starts one spinning M. A spinning M that finds work
+ * stops spinning and, if it was the last, wakes another, so the system
+ * fans out without a thundering herd. At most half the busy Ps' worth of
+ * Ms spin. The race between an M giving up and work being submitted is
+ * closed as in Go:
+ *   1. The submitter makes the G visible (runqput, store-release), then
+ *      reads nmspinning in wakep().
+ *   2. The spinning M decrements nmspinning (seq-cst), then rechecks
+ *      every P's queue before parking.
+ * Either the submitter sees a spinning M, which will find the G, or the M
+ * sees the G in its recheck.
+ *
+ * Switching (the "after" protocol): a G that yields, parks or exits
+ * switches directly to the next G from its P's queue when there is one
+ * (a single stack switch, like Go's runnext hand-off but without passing
+ * through g0), else to g0, which runs findrunnable. The leaving G's last
+ * transition (put it on a queue, run its park unlock function, free it)
+ * must happen only once its registers are saved, so it is recorded in
+ * mp->after and carried out by whatever runs next on that M: the next G
+ * right after its switch returns (or in gentry on its first run), or g0.
+ * This is Go's mcall(park_m) without the second switch.
+ *
+ * Invariants:
+ *  1. A G's context is saved before any other M can see it runnable:
+ *     runqput / unlock of a parked G happens in runafter(), after the
+ *     switch away from it.
+ *  2. mp->after is NONE whenever a G or g0 runs user or scheduler code
+ *     other than runafter().
+ *  3. G ids come from per-P batches of 16 out of sched.goidgen, start at
+ *     1 (the main G) and are never reused.
+ *  4. Shutdown: sched.exiting is set once, under no lock, then idle Ms
+ *     are woken under sched.lock; stopm and newm check exiting under the
+ *     same lock, so no M parks or starts after the wake-up sweep.
+ */
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime.h"
+#include "sanitizer.h"
+
+struct schedt weft__sched;
+struct p **weft__allp;
+int32_t weft__gomaxprocs;
+wlock weft__allglock;
+struct g **weft__allgs;
+size_t weft__allglen;
+static size_t allgcap;
+static void **oldallgs; /* earlier allgs arrays, kept for racy readers */
+static size_t noldallgs;
+
+WEFT_EXTERN uint32_t weft__attention;
+#define ATTN_EXITING 0x80000000u
+
+_Atomic int64_t weft__coarsenow;
+static _Atomic bool running;
+static bool mainstarted;
+static bool abandoned; /* some M was left in a syscall at shutdown */
+
+static __thread struct m *tls_m;
+
+enum after {
+    AFTER_NONE,
+    AFTER_YIELD,       /* local queue tail */
+    AFTER_PREEMPT,     /* global queue */
+    AFTER_PARK,        /* run the unlock function */
+    AFTER_EXIT,        /* free list */
+    AFTER_EXITSYSCALL, /* find a P for it or queue it globally */
+};
+
+static void schedule_loop(struct m *mp);
+
+/* ------------------------------------------------------------ accessors */
+
+#if defined(__clang__)
+#define NOCACHE __attribute__((noinline))
+#else
+#define NOCACHE __attribute__((noinline, noipa))
+#endif
+
+NOCACHE struct m *weft__getm(void) { return tls_m; }
+
+NOCACHE struct g *weft__getg(void)
+{
+    struct m *mp = tls_m;
+    return mp ? mp->curg : NULL;
+}
+
+static inline void attention_add(int32_t d)
+{
+    __atomic_fetch_add(&weft__attention, (uint32_t)d, __ATOMIC_RELAXED);
+}
+
+static inline uint32_t attention(void)
+{
+    return __atomic_load_n(&weft__attention, __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------------------ switching */
+
+/* switchto - save the current context in save and resume load. fake is
+ * where ASan keeps the leaving context's fake stack, NULL if the leaving
+ * context never resumes (a dead G). bottom/size/fiber describe load. */
+static inline void switchto(struct ctx *save, void **fake, struct ctx *load,
+                            const void *bottom, size_t size, void *fiber)
+{
+    if (unlikely(weft__san_on)) {
+        if (__sanitizer_start_switch_fiber)
+            __sanitizer_start_switch_fiber(fake, bottom, size);
+        if (__tsan_switch_to_fiber)
+            __tsan_switch_to_fiber(fiber, 0);
+    }
+    weft__ctx_switch(save, load);
+    if (unlikely(weft__san_on) && __sanitizer_finish_switch_fiber)
+        __sanitizer_finish_switch_fiber(fake ? *fake : NULL, NULL, NULL);
+}
+
+/* execute - make gp the running G of mp. Caller switches to it next. */
+static inline void execute(struct m *mp, struct g *gp)
+{
+    struct p *pp = mp->p;
+    mp->curg = gp;
+    STORE(&gp->m, mp);
+    STORE(&gp->status, G_RUNNING);
+    STORE(&pp->schedtick, LOAD(&pp->schedtick) + 1);
+    if (unlikely(LOAD(&gp->preempt)) &&
+        atomic_exchange_explicit(&gp->preempt, 0, memory_order_relaxed))
+        attention_add(-1);
+}
+
+/* Switch from G gp to G next on mp; returns when gp runs again. */
+static inline void gswitch(struct m *mp, struct g *gp, struct g *next,
+                           bool dying)
+{
+    execute(mp, next);
+    switchto(&gp->ctx, dying ? NULL : &gp->asan_fake, &next->ctx,
+             (void *)next->stk.lo, next->stk.hi - next->stk.lo,
+             next->tsan_fiber);
+}
+
+/* Switch from G gp to mp's g0; returns when gp runs again. */
+static inline void g0switch(struct m *mp, struct g *gp, bool dying)
+{
+    mp->curg = NULL;
+    switchto(&gp->ctx, dying ? NULL : &gp->asan_fake, &mp->g0ctx,
+             mp->g0_stack_bottom, mp->g0_stack_size, mp->g0_tsan_fiber);
+}
+
+static void gfput(struct p *pp, struct g *gp);
+
+/* runafter - complete the transition of the G this M just left
+ * (invariant 1). Runs on the next G's stack or on g0. */
+static void runafter(struct m *mp)
+{
+    struct g *gp = mp->afterg;
+    switch (mp->after) {
+    case AFTER_NONE:
+        return;
+    case AFTER_YIELD:
+        weft__runqput(mp->p, gp, false);
+        break;
+    case AFTER_PREEMPT:
+        weft__lock(&weft__sched.lock);
+        weft__globrunqput(gp);
+        weft__unlock(&weft__sched.lock);
+        break;
+    case AFTER_PARK:
+        if (mp->afterunlock != NULL &&
+            !mp->afterunlock(gp, mp->afterarg)) {
+            /* Changed its mind: the condition it waited for holds. */
+            STORE(&gp->status, G_RUNNABLE);
+            weft__runqput(mp->p, gp, true);
+        }
+        break;
+    case AFTER_EXIT:
+        gfput(mp->p, gp);
+        break;
+    case AFTER_EXITSYSCALL:
+        /* Handled by schedule_loop, which may have to park this M. */
+        return;
+    }
+    mp->after = AFTER_NONE;
+    mp->afterg = NULL;
+}
+
+/* fastnext - a G to switch to directly from a G, or NULL when g0 must
+ * decide (global queue fairness, timers due, shutdown, empty queue). */
+static inline struct g *fastnext(struct p *pp)
+{
+    if (unlikely(attention() != 0))
+        return NULL;
+    if (unlikely(LOAD(&pp->schedtick) % 61 == 0) &&
+        LOAD(&weft__sched.runqsize) > 0)
+        return NULL;
+    int64_t t0 = LOAD(&pp->timer0when);
+    if (t0 != 0 && t0 <= weft__nanotime())
+        return NULL;
+    return weft__runqget(pp);
+}
+
+/* leave - switch away from the current G gp after recording how its
+ * transition completes. Returns when gp runs again (never if dying). */
+static void leave(struct m *mp, struct g *gp, int after, bool dying)
+{
+    mp->after = after;
+    mp->afterg = gp;
+    struct g *next = fastnext(mp->p);
+    if (next != NULL)
+        gswitch(mp, gp, next, dying);
+    else
+        g0switch(mp, gp, dying);
+    runafter(weft__getm());
+}
+
+/* --------------------------------------------------------------- G life */
+
+static void gentry(void *arg);
+
+/* allgadd - register a new G for dumps and shutdown. Readers without the
+ * lock (crash dumps) may hold an old array: old arrays are kept until
+ * shutdown. */
+static int allgadd(struct g *gp)
+{
+    weft__lock(&weft__allglock);
+    if (weft__allglen == allgcap) {
+        size_t cap = allgcap ? allgcap * 2 : 1024;
+        struct g **na = malloc(cap * sizeof *na);
+        void **no = realloc(oldallgs, (noldallgs + 1) * sizeof *no);
+        if (na == NULL || no == NULL) {
+            free(na);
+            if (no != NULL)
+                oldallgs = no;
+            weft__unlock(&weft__allglock);
+            return WEFT_ENOMEM;
+        }
+        oldallgs = no;
+        if (weft__allgs != NULL) {
+            memcpy(na, weft__allgs, weft__allglen * sizeof *na);
+            oldallgs[noldallgs++] = weft__allgs;
+        }
+        __atomic_store_n(&weft__allgs, na, __ATOMIC_RELEASE);
+        allgcap = cap;
+    }
+    weft__allgs[weft__allglen] = gp;
+    __atomic_store_n(&weft__allglen, weft__allglen + 1, __ATOMIC_RELEASE);
+    weft__unlock(&weft__allglock);
+    return 0;
+}
+
+/* malg - a new G descriptor with a stack of size bytes. */
+static struct g *malg(size_t size, int *err)
+{
+    struct g *gp = calloc(1, sizeof *gp);
+    if (gp == NULL) {
+        *err = WEFT_ENOMEM;
+        return NULL;
+    }
+    *err = weft__stack_alloc(&gp->stk, size);
+    if (*err < 0) {
+        free(gp);
+        return NULL;
+    }
+    gp->timer.idx = -1;
+    STORE(&gp->status, G_DEAD);
+    if (weft__vg_on)
+        gp->vg_stack = weft__vg_stack_register((void *)gp->stk.lo,
+                                               (void *)gp->stk.hi);
+    if (__tsan_create_fiber)
+        gp->tsan_fiber = __tsan_create_fiber(0);
+    if ((*err = allgadd(gp)) < 0) {
+        weft__stack_free(&gp->stk);
+        free(gp);
+        return NULL;
+    }
+    return gp;
+}
+
+/* gfput - put dead gp on pp's free list, spilling half to the global
+ * list when full. Gs with custom stacks give the stack back now. */
+static void gfput(struct p *pp, struct g *gp)
+{
+    if (!gp->stk.slab) {
+        if (weft__vg_on)
+            weft__vg_stack_deregister(gp->vg_stack);
+        weft__stack_free(&gp->stk);
+    }
+    gp->schedlink = pp->gfree;
+    pp->gfree = gp;
+    if (++pp->gfreecnt < GFREE_MAX)
+        return;
+    struct g *head = NULL, *tail = NULL;
+    int32_t n = 0;
+    int64_t now = LOAD(&weft__coarsenow);
+    while (pp->gfreecnt > GFREE_MAX / 2) {
+        struct g *g1 = pp->gfree;
+        pp->gfree = g1->schedlink;
+        pp->gfreecnt--;
+        g1->trimmedat = -now; /* negative: freed at, not yet trimmed */
+        g1->schedlink = NULL;
+        if (tail)
+            tail->schedlink = g1;
+        else
+            head = g1;
+        tail = g1;
+        n++;
+    }
+    weft__lock(&weft__sched.gflock);
+    tail->schedlink = weft__sched.gfree;
+    weft__sched.gfree = head;
+    weft__sched.ngfree += n;
+    weft__unlock(&weft__sched.gflock);
+}
+
+/* gfget - a dead G with a default-size stack, from pp's list or the
+ * global one, or NULL. */
+static struct g *gfget(struct p *pp)
+{
+    if (pp->gfree == NULL && weft__sched.ngfree > 0) {
+        weft__lock(&weft__sched.gflock);
+        while (pp->gfreecnt < GFREE_MAX / 2 && weft__sched.gfree != NULL) {
+            struct g *g1 = weft__sched.gfree;
+            weft__sched.gfree = g1->schedlink;
+            weft__sched.ngfree--;
+            g1->schedlink = pp->gfree;
+            pp->gfree = g1;
+            pp->gfreecnt++;
+        }
+        weft__unlock(&weft__sched.gflock);
+    }
+    struct g *gp = pp->gfree;
+    if (gp == NULL)
+        return NULL;
+    pp->gfree = gp->schedlink;
+    pp->gfreecnt--;
+    if (gp->stk.base == 0) {
+        /* It had a custom stack; give it a default one. */
+        if (weft__stack_alloc(&gp->stk, WEFT_STACK_DEFAULT) < 0) {
+            gp->schedlink = pp->gfree;
+            pp->gfree = gp;
+            pp->gfreecnt++;
+            return NULL;
+        }
+        if (weft__vg_on)
+            gp->vg_stack = weft__vg_stack_register((void *)gp->stk.lo,
+                                                   (void *)gp->stk.hi);
+    }
+    return gp;
+}
+
+/* newproc - create a runnable G on pp running fn(arg). */
+static int64_t newproc(struct p *pp, int64_t parentid, weft_fn fn, void *arg,
+                       size_t stacksize, const char *name, uintptr_t pc)
+{
+    struct g *gp = NULL;
+    int err = WEFT_ENOMEM;
+    if (stacksize == WEFT_STACK_DEFAULT)
+        gp = gfget(pp);
+    if (gp == NULL && (gp = malg(stacksize, &err)) == NULL)
+        return err;
+    if (pp->goidcache == pp->goidcacheend) {
+        pp->goidcache = atomic_fetch_add(&weft__sched.goidgen, 16);
+        pp->goidcacheend = pp->goidcache + 16;
+    }
+    gp->id = pp->goidcache++;
+    gp->parentid = parentid;
+    gp->spawnpc = pc;
+    gp->fn = fn;
+    gp->arg = arg;
+    gp->createdat = LOAD(&weft__coarsenow);
+    gp->waitsince = 0;
+    gp->waitreason = WR_ZERO;
+    gp->syscallp = false;
+    gp->trimmedat = 0;
+    gp->name[0] = '\0';
+    if (name != NULL) {
+        size_t n = strnlen(name, G_NAME_MAX - 1);
+        memcpy(gp->name, name, n);
+        gp->name[n] = '\0';
+    }
+    weft__ctx_make(&gp->ctx, gp->stk.hi, gentry, gp);
+    STORE(&gp->status, G_RUNNABLE);
+    weft__runqput(pp, gp, true);
+    if (mainstarted)
+        weft__wakep();
+    return gp->id;
+}
+
+static void honourpreempt(struct m *mp, struct g *gp);
+
+static int64_t spawn(weft_fn fn, void *arg, const weft_go_opts_t *opts,
+                     uintptr_t pc)
+{
+    size_t size = WEFT_STACK_DEFAULT;
+    const char *name = NULL;
+    if (fn == NULL)
+        return WEFT_EINVAL;
+    if (opts != NULL) {
+        if (opts->stack_size != 0) {
+            if (opts->stack_size < WEFT_STACK_MIN ||
+                opts->stack_size > WEFT_STACK_MAX)
+                return WEFT_EINVAL;
+            size = (opts->stack_size + weft__pagesize - 1) &
+                   ~(weft__pagesize - 1);
+        }
+        name = opts->name;
+    }
+    struct m *mp = weft__getm();
+    struct g *gp = mp ? mp->curg : NULL;
+    if (gp == NULL || gp->syscallp)
+        return WEFT_ENOTCORO;
+    int64_t id = newproc(mp->p, gp->id, fn, arg, size, name, pc);
+    if (unlikely(attention() != 0))
+        honourpreempt(mp, gp);
+    return id;
+}
+
+WEFT_EXTERN int64_t weft_go(weft_fn fn, void *arg)
+{
+    return spawn(fn, arg, NULL, (uintptr_t)__builtin_return_address(0));
+}
+
+WEFT_EXTERN int64_t weft_go_opts(weft_fn fn, void *arg,
+                                 const weft_go_opts_t *opts)
+{
+    return spawn(fn, arg, opts, (uintptr_t)__builtin_return_address(0));
+}
+
+static _Noreturn void goexit(void)
+{
+    struct m *mp = weft__getm();
+    struct g *gp = mp->curg;
+    STORE(&gp->status, G_DEAD);
+    leave(mp, gp, AFTER_EXIT, true);
+    weft__throw("weft: goexit - dead G resumed");
+}
+
+/* gentry - first code run on a new G's stack (via weft__ctx_start). */
+static void gentry(void *arg)
+{
+    struct g *gp = arg;
+    if (unlikely(weft__san_on) && __sanitizer_finish_switch_fiber)
+        __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
+    runafter(weft__getm());
+    gp->fn(gp->arg);
+    goexit();
+}
+
+/* ------------------------------------------------------- park and ready */
+
+/* weft__park - park the current G with reason. f(gp, arg), if not NULL,
+ * runs once gp's context is saved (invariant 1): release the lock that
+ * protects the wait queue gp is on, or arm the timer that wakes it. If f
+ * returns false gp is made runnable again at once. */
+void weft__park(unlockf f, void *arg, int reason)
+{
+    struct m *mp = weft__getm();
+    struct g *gp = mp->curg;
+    gp->waitreason = (uint8_t)reason;
+    gp->waitsince = LOAD(&weft__coarsenow);
+    STORE(&gp->status, G_WAITING);
+    mp->afterunlock = f;
+    mp->afterarg = arg;
+    leave(mp, gp, AFTER_PARK, false);
+}
+
+/* weft__ready - make parked gp runnable on the current P, next in line.
+ * Caller runs on an M holding a P. */
+void weft__ready(struct g *gp)
+{
+    uint32_t st = G_WAITING;
+    if (!atomic_compare_exchange_strong(&gp->status, &st, G_RUNNABLE))
+        weft__throw("weft: ready - G is not waiting");
+    weft__runqput(weft__getm()->p, gp, true);
+    weft__wakep();
+}
+
+WEFT_EXTERN int weft_yield(void)
+{
+    struct m *mp = weft__getm();
+    struct g *gp = mp ? mp->curg : NULL;
+    if (gp == NULL || gp->syscallp)
+        return WEFT_ENOTCORO;
+    struct p *pp = mp->p;
+    if (attention() == 0 && weft__runqempty(pp) &&
+        LOAD(&weft__sched.runqsize) == 0) {
+        int64_t t0 = LOAD(&pp->timer0when);
+        if (t0 == 0 || t0 > weft__nanotime())
+            return 0; /* nobody else to run here */
+    }
+    STORE(&gp->status, G_RUNNABLE);
+    leave(mp, gp, AFTER_YIELD, false);
+    return 0;
+}
+
+/* honourpreempt - yield to the global queue if sysmon flagged gp, or go
+ * to the scheduler if the runtime is shutting down. */
+static void honourpreempt(struct m *mp, struct g *gp)
+{
+    bool flagged = LOAD(&gp->preempt) &&
+                   atomic_exchange_explicit(&gp->preempt, 0,
+                                            memory_order_relaxed);
+    if (flagged)
+        attention_add(-1);
+    if (!flagged && !(attention() & ATTN_EXITING))
+        return;
+    STORE(&gp->status, G_RUNNABLE);
+    gp->waitreason = WR_PREEMPTED;
+    mp->after = AFTER_PREEMPT;
+    mp->afterg = gp;
+    g0switch(mp, gp, false);
+    runafter(weft__getm());
+}
+
+WEFT_EXTERN void weft__checkpoint_slow(void)
+{
+    struct m *mp = weft__getm();
+    struct g *gp = mp ? mp->curg : NULL;
+    if (gp != NULL && !gp->syscallp)
+        honourpreempt(mp, gp);
+}
+
+/* weft__preemptone - ask the G running on pp to yield. sysmon only; the
+ * G read may be stale (G descriptors are never freed): at worst some G
+ * yields once more than it had to. */
+void weft__preemptone(struct p *pp)
+{
+    struct m *mp = LOAD(&pp->m);
+    struct g *gp = mp ? __atomic_load_n(&mp->curg, __ATOMIC_RELAXED) : NULL;
+    if (gp == NULL)
+        return;
+    if (!atomic_exchange_explicit(&gp->preempt, 1, memory_order_relaxed))
+        attention_add(1);
+}
+
+WEFT_EXTERN int64_t weft_self(void)
+{
+    struct g *gp = weft__getg();
+    return gp ? gp->id : 0;
+}
+
+WEFT_EXTERN int weft_procs(void)
+{
+    return LOAD(&running) ? weft__gomaxprocs : 0;
+}
+
+WEFT_EXTERN int64_t weft_now(void) { return weft__nanotime(); }
+
+/* ------------------------------------------------------------------ Ps */
+
+static void acquirep(struct m *mp, struct p *pp)
+{
+    mp->p = pp;
+    STORE(&pp->m, mp);
+    STORE(&pp->status, P_RUNNING);
+}
+
+static struct p *releasep(struct m *mp)
+{
+    struct p *pp = mp->p;
+    STORE(&pp->m, NULL);
+    STORE(&pp->status, P_IDLE);
+    mp->p = NULL;
+    return pp;
+}
+
+/* Caller holds sched.lock. */
+static void pidleput(struct p *pp)
+{
+    if (!weft__runqempty(pp))
+        weft__throw("weft: pidleput - P with non-empty run queue");
+    pp->link = weft__sched.pidle;
+    weft__sched.pidle = pp;
+    atomic_fetch_add(&weft__sched.npidle, 1);
+}
+
+/* Caller holds sched.lock. */
+static struct p *pidleget(void)
+{
+    struct p *pp = weft__sched.pidle;
+    if (pp != NULL) {
+        weft__sched.pidle = pp->link;
+        atomic_fetch_sub(&weft__sched.npidle, 1);
+        if (LOAD(&weft__sched.sysmonwait))
+            weft__sysmon_wake();
+    }
+    return pp;
+}
+
+/* ------------------------------------------------------------------ Ms */
+
+static void *mstart(void *arg);
+
+static struct m *allocm(void)
+{
+    struct m *mp = calloc(1, sizeof *mp);
+    if (mp == NULL)
+        return NULL;
+    if (weft__sigstack_init(mp) < 0) {
+        free(mp);
+        return NULL;
+    }
+    mp->fastrand = (uint64_t)(uintptr_t)mp ^ (uint64_t)weft__nanotime();
+    return mp;
+}
+
+/* newm - start a thread that runs with pp. On failure pp goes back to the
+ * idle list and the work waits for a running M. */
+static void newm(struct p *pp, bool spinning)
+{
+    struct m *mp = allocm();
+    weft__lock(&weft__sched.lock);
+    if (mp == NULL || LOAD(&weft__sched.exiting)) {
+        pidleput(pp);
+        weft__unlock(&weft__sched.lock);
+        goto fail;
+    }
+    mp->id = weft__sched.mnext++;
+    mp->alllink = weft__sched.allm;
+    weft__sched.allm = mp;
+    weft__sched.mcount++;
+    mp->nextp = pp;
+    STORE(&mp->spinning, spinning);
+    STORE(&mp->state, M_RUNNING);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    int err = pthread_create(&mp->thread, &attr, mstart, mp);
+    pthread_attr_destroy(&attr);
+    if (err != 0) {
+        weft__sched.allm = mp->alllink;
+        weft__sched.mcount--;
+        pidleput(pp);
+        weft__unlock(&weft__sched.lock);
+        static _Atomic bool warned;
+        if (!atomic_exchange(&warned, true))
+            fprintf(stderr, "weft: cannot create thread: %s\n",
+                    strerror(err));
+        weft__sigstack_fini(mp);
+        free(mp);
+        mp = NULL;
+        goto fail;
+    }
+    weft__unlock(&weft__sched.lock);
+    return;
+fail:
+    if (mp != NULL) {
+        weft__sigstack_fini(mp);
+        free(mp);
+    }
+    if (spinning)
+        atomic_fetch_sub(&weft__sched.nmspinning, 1);
+}
+
+/* weft__startm - get an M running pp (or any idle P if pp is NULL). With
+ * spinning, the caller has already counted the M in nmspinning. */
+void weft__startm(struct p *pp, bool spinning)
+{
+    weft__lock(&weft__sched.lock);
+    if (pp == NULL) {
+        pp = pidleget();
+        if (pp == NULL) {
+            weft__unlock(&weft__sched.lock);
+            if (spinning)
+                atomic_fetch_sub(&weft__sched.nmspinning, 1);
+            return;
+        }
+    }
+    struct m *nmp = weft__sched.midle;
+    if (nmp != NULL) {
+        weft__sched.midle = nmp->schedlink;
+        weft__sched.nmidle--;
+    }
+    weft__unlock(&weft__sched.lock);
+    if (nmp == NULL) {
+        newm(pp, spinning);
+        return;
+    }
+    STORE(&nmp->spinning, spinning);
+    nmp->nextp = pp;
+    weft__notewakeup(&nmp->park);
+}
+
+/* stopm - park the current M until startm hands it a P (or shutdown). */
+static void stopm(struct m *mp)
+{
+    weft__lock(&weft__sched.lock);
+    if (LOAD(&weft__sched.exiting)) {
+        weft__unlock(&weft__sched.lock);
+        return;
+    }
+    mp->schedlink = weft__sched.midle;
+    weft__sched.midle = mp;
+    weft__sched.nmidle++;
+    weft__unlock(&weft__sched.lock);
+    weft__notesleep(&mp->park);
+    weft__noteclear(&mp->park);
+    STORE(&weft__coarsenow, weft__nanotime());
+    if (mp->nextp != NULL) {
+        acquirep(mp, mp->nextp);
+        mp->nextp = NULL;
+    }
+}
+
+void weft__wakep(void)
+{
+    if (LOAD(&weft__sched.npidle) == 0 || LOAD(&weft__sched.nmspinning) != 0)
+        return;
+    int32_t zero = 0;
+    if (!atomic_compare_exchange_strong(&weft__sched.nmspinning, &zero, 1))
+        return;
+    weft__startm(NULL, true);
+}
+
+static void resetspinning(struct m *mp)
+{
+    STORE(&mp->spinning, false);
+    if (atomic_fetch_sub(&weft__sched.nmspinning, 1) == 1 &&
+        LOAD(&weft__sched.npidle) > 0)
+        weft__wakep();
+}
+
+/* weft__handoffp - find an M for pp, whose M blocked (syscall) or left.
+ * pp is not owned by any M; called by sysmon or an M. */
+void weft__handoffp(struct p *pp)
+{
+    if (!weft__runqempty(pp) || LOAD(&weft__sched.runqsize) > 0) {
+        weft__startm(pp, false);
+        return;
+    }
+    /* No spinning or idle M: one more P's worth of work may appear. */
+    int32_t zero = 0;
+    if (LOAD(&weft__sched.nmspinning) + LOAD(&weft__sched.npidle) == 0 &&
+        atomic_compare_exchange_strong(&weft__sched.nmspinning, &zero, 1)) {
+        weft__startm(pp, true);
+        return;
+    }
+    weft__lock(&weft__sched.lock);
+    if (LOAD(&weft__sched.runqsize) > 0 && !LOAD(&weft__sched.exiting)) {
+        weft__unlock(&weft__sched.lock);
+        weft__startm(pp, false);
+        return;
+    }
+    /* The last P going idle while nobody sleeps in the poller: someone
+     * must watch the timers. */
+    if (LOAD(&weft__sched.npidle) == weft__gomaxprocs - 1 &&
+        LOAD(&weft__sched.lastpoll) != 0 && !LOAD(&weft__sched.exiting)) {
+        weft__unlock(&weft__sched.lock);
+        weft__startm(pp, false);
+        return;
+    }
+    int64_t when = LOAD(&pp->timer0when);
+    pidleput(pp);
+    weft__unlock(&weft__sched.lock);
+    if (when != 0 && LOAD(&weft__sched.lastpoll) == 0) {
+        int64_t until = LOAD(&weft__sched.polluntil);
+        if (until == 0 || until > when)
+            weft__netpoll_break();
+    }
+}
+
+/* --------------------------------------------------------- findrunnable */
+
+/* injectglist - make a list of ready Gs (from netpoll) runnable. */
+static struct g *injectglist(struct m *mp, struct g *list)
+{
+    if (list == NULL)
+        return NULL;
+    struct g *first = list;
+    list = list->schedlink;
+    STORE(&first->status, G_RUNNABLE);
+    while (list != NULL) {
+        struct g *gp = list;
+        list = list->schedlink;
+        STORE(&gp->status, G_RUNNABLE);
+        if (mp->p != NULL) {
+            weft__runqput(mp->p, gp, false);
+        } else {
+            weft__lock(&weft__sched.lock);
+            weft__globrunqput(gp);
+            weft__unlock(&weft__sched.lock);
+        }
+    }
+    return first;
+}
+
+/* stealwork - try to steal Gs, and run expired timers, from other Ps. */
+static struct g *stealwork(struct m *mp, struct p *pp, int64_t now,
+                           bool *ranTimers)
+{
+    int32_t n = weft__gomaxprocs;
+    for (int i = 0; i < 4; i++) {
+        bool last = i == 3;
+        uint32_t start = weft__fastrand(mp) % (uint32_t)n;
+        for (int32_t k = 0; k < n; k++) {
+            if (LOAD(&weft__sched.exiting))
+                return NULL;
+            struct p *p2 = weft__allp[(start + (uint32_t)k) % (uint32_t)n];
+            if (p2 == pp)
+                continue;
+            if (last) {
+                int64_t w = LOAD(&p2->timer0when);
+                if (w != 0 && w <= now) {
+                    weft__checktimers(p2, now);
+                    *ranTimers = true;
+                    struct g *gp = weft__runqget(pp);
+                    if (gp != NULL)
+                        return gp;
+                }
+            }
+            if (!weft__runqempty(p2)) {
+                struct g *gp = weft__runqsteal(pp, p2, last);
+                if (gp != NULL)
+                    return gp;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* findrunnable - a G to run on mp, blocking until there is one; NULL
+ * when the runtime is shutting down. Runs on g0. */
+static struct g *findrunnable(struct m *mp)
+{
+    struct g *gp;
+top:
+    if (LOAD(&weft__sched.exiting))
+        return NULL;
+    if (mp->p == NULL) {
+        stopm(mp);
+        goto top;
+    }
+    struct p *pp = mp->p;
+    int64_t now = weft__nanotime();
+    weft__checktimers(pp, now);
+
+    if (LOAD(&pp->schedtick) % 61 == 0 && LOAD(&weft__sched.runqsize) > 0) {
+        weft__lock(&weft__sched.lock);
+        gp = weft__globrunqget(pp, 1);
+        weft__unlock(&weft__sched.lock);
+        if (gp != NULL)
+            return gp;
+    }
+    if ((gp = weft__runqget(pp)) != NULL)
+        return gp;
+    if (LOAD(&weft__sched.runqsize) > 0) {
+        weft__lock(&weft__sched.lock);
+        gp = weft__globrunqget(pp, 0);
+        weft__unlock(&weft__sched.lock);
+        if (gp != NULL)
+            return gp;
+    }
+    if (weft__netpoll_waiters() && LOAD(&weft__sched.lastpoll) != 0) {
+        int32_t n;
+        if ((gp = injectglist(mp, weft__netpoll(0, &n))) != NULL)
+            return gp;
+    }
+
+    int32_t busy = weft__gomaxprocs - LOAD(&weft__sched.npidle);
+    if (LOAD(&mp->spinning) || 2 * LOAD(&weft__sched.nmspinning) < busy) {
+        if (!LOAD(&mp->spinning)) {
+            STORE(&mp->spinning, true);
+            atomic_fetch_add(&weft__sched.nmspinning, 1);
+        }
+        bool ranTimers = false;
+        if ((gp = stealwork(mp, pp, now, &ranTimers)) != NULL)
+            return gp;
+        if (ranTimers)
+            goto top;
+    }
+
+    /* Nothing: give up the P. */
+    weft__lock(&weft__sched.lock);
+    if (LOAD(&weft__sched.exiting)) {
+        weft__unlock(&weft__sched.lock);
+        return NULL;
+    }
+    if (LOAD(&weft__sched.runqsize) > 0) {
+        gp = weft__globrunqget(pp, 0);
+        weft__unlock(&weft__sched.lock);
+        return gp;
+    }
+    releasep(mp);
+    pidleput(pp);
+    weft__unlock(&weft__sched.lock);
+
+    if (LOAD(&mp->spinning)) {
+        /* Decrement first, then recheck (see the top comment). */
+        STORE(&mp->spinning, false);
+        atomic_fetch_sub(&weft__sched.nmspinning, 1);
+        for (int32_t i = 0; i < weft__gomaxprocs; i++) {
+            if (!weft__runqempty(weft__allp[i])) {
+                weft__lock(&weft__sched.lock);
+                struct p *np = pidleget();
+                weft__unlock(&weft__sched.lock);
+                if (np != NULL) {
+                    acquirep(mp, np);
+                    STORE(&mp->spinning, true);
+                    atomic_fetch_add(&weft__sched.nmspinning, 1);
+                    goto top;
+                }
+                break;
+            }
+        }
+    }
+
+    /* Sleep in the poller until the earliest timer, if we are the one. */
+    int64_t until = weft__timersleep_until();
+    if ((until != 0 || weft__netpoll_waiters()) &&
+        atomic_exchange(&weft__sched.lastpoll, 0) != 0) {
+        STORE(&weft__sched.polluntil, until);
+        int64_t delay = -1;
+        if (until != 0) {
+            delay = until - weft__nanotime();
+            if (delay < 0)
+                delay = 0;
+        }
+        int32_t n;
+        struct g *list = weft__netpoll(delay, &n);
+        now = weft__nanotime();
+        STORE(&weft__sched.polluntil, 0);
+        STORE(&weft__sched.lastpoll, now);
+        STORE(&weft__coarsenow, now);
+        weft__lock(&weft__sched.lock);
+        struct p *np = LOAD(&weft__sched.exiting) ? NULL : pidleget();
+        weft__unlock(&weft__sched.lock);
+        if (np == NULL) {
+            injectglist(mp, list);
+            goto top; /* exiting, or stopm via mp->p == NULL */
+        }
+        acquirep(mp, np);
+        if ((gp = injectglist(mp, list)) != NULL)
+            return gp;
+        goto top;
+    }
+    stopm(mp);
+    goto top;
+}
+
+/* ------------------------------------------------------------- schedule */
+
+/* exitsyscall0 - g0 side of a syscall exit that found no P: run gp if a P
+ * is free now, else queue it globally and park this M. */
+static struct g *exitsyscall0(struct m *mp, struct g *gp)
+{
+    weft__lock(&weft__sched.lock);
+    struct p *pp = LOAD(&weft__sched.exiting) ? NULL : pidleget();
+    if (pp == NULL)
+        weft__globrunqput(gp);
+    weft__unlock(&weft__sched.lock);
+    if (pp == NULL)
+        return NULL;
+    acquirep(mp, pp);
+    return gp;
+}
+
+/* schedule_loop - the g0 loop of an M: find a G, run it until it comes
+ * back here, repeat. Returns at shutdown. */
+static void schedule_loop(struct m *mp)
+{
+    for (;;) {
+        struct g *gp = NULL;
+        if (mp->after == AFTER_EXITSYSCALL) {
+            struct g *sg = mp->afterg;
+            mp->after = AFTER_NONE;
+            mp->afterg = NULL;
+            gp = exitsyscall0(mp, sg);
+        } else {
+            runafter(mp);
+        }
+        if (gp == NULL) {
+            gp = findrunnable(mp);
+            if (gp == NULL)
+                return;
+            if (LOAD(&mp->spinning))
+                resetspinning(mp);
+        }
+        execute(mp, gp);
+        switchto(&mp->g0ctx, &mp->g0_asan_fake, &gp->ctx,
+                 (void *)gp->stk.lo, gp->stk.hi - gp->stk.lo,
+                 gp->tsan_fiber);
+    }
+}
+
+static void g0init(struct m *mp)
+{
+    tls_m = mp;
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        void *addr;
+        size_t size;
+        if (pthread_attr_getstack(&attr, &addr, &size) == 0) {
+            mp->g0_stack_bottom = addr;
+            mp->g0_stack_size = size;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    if (__tsan_get_current_fiber)
+        mp->g0_tsan_fiber = __tsan_get_current_fiber();
+}
+
+static void *mstart(void *arg)
+{
+    struct m *mp = arg;
+    g0init(mp);
+    stack_t ss = {.ss_sp = mp->sigstack, .ss_size = mp->sigstacksize};
+    sigaltstack(&ss, NULL);
+    if (mp->nextp != NULL) {
+        acquirep(mp, mp->nextp);
+        mp->nextp = NULL;
+    }
+    schedule_loop(mp);
+    if (mp->p != NULL) {
+        weft__lock(&weft__sched.lock);
+        struct p *pp = releasep(mp);
+        (void)pp; /* Ps are freed by weft_main after every M is gone */
+        weft__unlock(&weft__sched.lock);
+    }
+    ss.ss_flags = SS_DISABLE;
+    sigaltstack(&ss, NULL);
+    tls_m = NULL;
+    STOREREL(&mp->state, M_DONE);
+    return NULL;
+}
+
+/* ------------------------------------------------------------- syscalls */
+
+WEFT_EXTERN int weft_syscall_enter(void)
+{
+    struct m *mp = weft__getm();
+    struct g *gp = mp ? mp->curg : NULL;
+    if (gp == NULL)
+        return WEFT_ENOTCORO;
+    if (gp->syscallp)
+        return WEFT_EINVAL;
+    struct p *pp = mp->p;
+    gp->syscallp = true;
+    STORE(&gp->status, G_SYSCALL);
+    mp->oldp = pp;
+    STORE(&pp->syscalltick, LOAD(&pp->syscalltick) + 1);
+    STORE(&mp->state, M_SYSCALL);
+    STOREREL(&pp->status, P_SYSCALL);
+    return 0;
+}
+
+WEFT_EXTERN int weft_syscall_exit(void)
+{
+    struct m *mp = weft__getm();
+    struct g *gp = mp ? mp->curg : NULL;
+    if (gp == NULL)
+        return WEFT_ENOTCORO;
+    if (!gp->syscallp)
+        return WEFT_EINVAL;
+    uint32_t st = M_SYSCALL;
+    if (!atomic_compare_exchange_strong(&mp->state, &st, M_RUNNING)) {
+        /* The runtime shut down while we were blocked (weft_main). Our
+         * memory was left alone; never touch the runtime again. */
+        for (;;)
+            pause();
+    }
+    gp->syscallp = false;
+    struct p *pp = mp->oldp;
+    mp->oldp = NULL;
+    uint32_t ps = P_SYSCALL;
+    if (atomic_compare_exchange_strong(&pp->status, &ps, P_RUNNING)) {
+        STORE(&gp->status, G_RUNNING);
+        if (unlikely(attention() != 0))
+            honourpreempt(mp, gp);
+        return 0;
+    }
+    /* sysmon handed our P to another M. */
+    mp->p = NULL;
+    weft__lock(&weft__sched.lock);
+    struct p *np = LOAD(&weft__sched.exiting) ? NULL : pidleget();
+    weft__unlock(&weft__sched.lock);
+    if (np != NULL) {
+        acquirep(mp, np);
+        STORE(&gp->status, G_RUNNING);
+        return 0;
+    }
+    STORE(&gp->status, G_RUNNABLE);
+    mp->after = AFTER_EXITSYSCALL;
+    mp->afterg = gp;
+    g0switch(mp, gp, false);
+    runafter(weft__getm());
+    return 0;
+}
+
+WEFT_EXTERN intptr_t weft_blocking(intptr_t (*fn)(void *arg), void *arg)
+{
+    if (fn == NULL)
+        return WEFT_EINVAL;
+    bool in = weft_syscall_enter() == 0;
+    intptr_t r = fn(arg);
+    if (in)
+        weft_syscall_exit();
+    return r;
+}
+
+/* -------------------------------------------------------------- startup */
+
+static int32_t parsemaxprocs(void)
+{
+    cpu_set_t set;
+    int32_t ncpu = 1;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        ncpu = CPU_COUNT(&set);
+    if (ncpu < 1)
+        ncpu = 1;
+    if (ncpu > WEFT_MAXPROCS_LIMIT)
+        ncpu = WEFT_MAXPROCS_LIMIT;
+    const char *s = getenv("WEFTMAXPROCS");
+    if (s == NULL)
+        return ncpu;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || errno != 0 || v < 1 ||
+        v > WEFT_MAXPROCS_LIMIT) {
+        fprintf(stderr,
+                "weft: WEFTMAXPROCS=\"%s\" is not a number in 1..%d; "
+                "using %d\n",
+                s, WEFT_MAXPROCS_LIMIT, ncpu);
+        return ncpu;
+    }
+    return (int32_t)v;
+}
+
+struct mainarg {
+    weft_main_fn fn;
+    void *arg;
+};
+
+/* startexit - begin shutdown (invariant 4). */
+static void startexit(void)
+{
+    STORE(&weft__sched.exiting, true);
+    __atomic_fetch_or(&weft__attention, ATTN_EXITING, __ATOMIC_SEQ_CST);
+    weft__lock(&weft__sched.lock);
+    while (weft__sched.midle != NULL) {
+        struct m *mp = weft__sched.midle;
+        weft__sched.midle = mp->schedlink;
+        weft__sched.nmidle--;
+        mp->nextp = NULL;
+        weft__notewakeup(&mp->park);
+    }
+    weft__unlock(&weft__sched.lock);
+    weft__netpoll_break();
+    weft__sysmon_wake();
+}
+
+static void runmain(void *arg)
+{
+    struct mainarg *ma = arg;
+    weft__sched.mainresult = ma->fn(ma->arg);
+    startexit();
+}
+
+static void freeall(struct m *self)
+{
+    /* Every other M is done or abandoned; nothing runs Gs any more. */
+    for (size_t i = 0; i < weft__allglen; i++) {
+        struct g *gp = weft__allgs[i];
+        if (LOAD(&gp->status) == G_SYSCALL && abandoned)
+            continue; /* its thread may still return into it */
+        if (weft__vg_on && gp->stk.base != 0)
+            weft__vg_stack_deregister(gp->vg_stack);
+        if (gp->tsan_fiber != NULL && __tsan_destroy_fiber)
+            __tsan_destroy_fiber(gp->tsan_fiber);
+        weft__stack_free(&gp->stk);
+        free(gp);
+    }
+    free(weft__allgs);
+    for (size_t i = 0; i < noldallgs; i++)
+        free(oldallgs[i]);
+    free(oldallgs);
+    weft__allgs = NULL;
+    oldallgs = NULL;
+    weft__allglen = allgcap = noldallgs = 0;
+    for (int32_t i = 0; i < weft__gomaxprocs; i++) {
+        weft__timers_free(weft__allp[i]);
+        free(weft__allp[i]);
+    }
+    free(weft__allp);
+    weft__allp = NULL;
+    struct m *mp = weft__sched.allm;
+    while (mp != NULL) {
+        struct m *next = mp->alllink;
+        if (mp != self && LOAD(&mp->state) != M_ABANDONED) {
+            weft__sigstack_fini(mp);
+            free(mp);
+        }
+        mp = next;
+    }
+    if (!abandoned)
+        weft__stack_fini();
+}
+
+/* joinall - wait for every other M to finish (or abandon it if it is
+ * blocked in a syscall). */
+static void joinall(struct m *self)
+{
+    weft__lock(&weft__sched.lock);
+    struct m *all = weft__sched.allm;
+    weft__unlock(&weft__sched.lock);
+    for (struct m *mp = all; mp != NULL; mp = mp->alllink) {
+        if (mp == self)
+            continue;
+        for (;;) {
+            uint32_t st = LOADACQ(&mp->state);
+            if (st == M_DONE) {
+                pthread_join(mp->thread, NULL);
+                break;
+            }
+            if (st == M_SYSCALL &&
+                atomic_compare_exchange_strong(&mp->state, &st,
+                                               M_ABANDONED)) {
+                pthread_detach(mp->thread);
+                abandoned = true;
+                break;
+            }
+            /* Running a G that has not reached a weft call yet, or
+             * on its way out. */
+            weft__netpoll_break();
+            usleep(50);
+        }
+    }
+}
+
+WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg)
+{
+    if (fn == NULL)
+        return WEFT_EINVAL;
+    if (weft__getm() != NULL)
+        return WEFT_EBUSY;
+    bool f = false;
+    if (!atomic_compare_exchange_strong(&running, &f, true))
+        return WEFT_EBUSY;
+
+    memset(&weft__sched, 0, sizeof weft__sched);
+    __atomic_store_n(&weft__attention, 0, __ATOMIC_SEQ_CST);
+    abandoned = false;
+    mainstarted = false;
+    weft__san_init();
+    weft__stack_init();
+    weft__gomaxprocs = parsemaxprocs();
+    STORE(&weft__sched.goidgen, 1);
+    STORE(&weft__sched.lastpoll, weft__nanotime());
+    STORE(&weft__coarsenow, weft__nanotime());
+    weft__sched.mnext = 0;
+
+    int err = WEFT_ENOMEM;
+    struct m *m0 = NULL;
+    weft__allp = calloc((size_t)weft__gomaxprocs, sizeof *weft__allp);
+    if (weft__allp == NULL)
+        goto fail;
+    for (int32_t i = 0; i < weft__gomaxprocs; i++) {
+        struct p *pp = aligned_alloc(CACHELINE, sizeof(struct p));
+        if (pp == NULL)
+            goto fail;
+        memset(pp, 0, sizeof *pp);
+        pp->id = i;
+        weft__allp[i] = pp;
+    }
+    if ((err = weft__netpoll_init()) < 0)
+        goto fail;
+    if ((m0 = allocm()) == NULL) {
+        err = WEFT_ENOMEM;
+        goto failnp;
+    }
+    m0->id = weft__sched.mnext++;
+    m0->ismain = true;
+    m0->thread = pthread_self();
+    STORE(&m0->state, M_RUNNING);
+    weft__sched.allm = m0;
+    weft__sched.mcount = 1;
+    g0init(m0);
+    stack_t oldss, ss = {.ss_sp = m0->sigstack, .ss_size = m0->sigstacksize};
+    sigaltstack(&ss, &oldss);
+    weft__signals_install();
+
+    acquirep(m0, weft__allp[0]);
+    weft__lock(&weft__sched.lock);
+    for (int32_t i = weft__gomaxprocs - 1; i > 0; i--)
+        pidleput(weft__allp[i]);
+    weft__unlock(&weft__sched.lock);
+
+    struct mainarg ma = {fn, arg};
+    int64_t id = newproc(m0->p, 0, runmain, &ma, WEFT_STACK_DEFAULT, NULL,
+                         (uintptr_t)__builtin_return_address(0));
+    if (id < 0 || (err = weft__sysmon_start()) < 0) {
+        err = id < 0 ? (int)id : err;
+        weft__signals_restore();
+        sigaltstack(&oldss, NULL);
+        tls_m = NULL;
+        freeall(m0);
+        weft__sigstack_fini(m0);
+        free(m0);
+        weft__netpoll_close();
+        STORE(&running, false);
+        return err;
+    }
+    mainstarted = true;
+
+    schedule_loop(m0);
+
+    if (m0->p != NULL) {
+        weft__lock(&weft__sched.lock);
+        releasep(m0);
+        weft__unlock(&weft__sched.lock);
+    }
+    joinall(m0);
+    weft__sysmon_stop();
+    int result = weft__sched.mainresult;
+    weft__signals_restore();
+    sigaltstack(&oldss, NULL);
+    tls_m = NULL;
+    freeall(m0);
+    weft__sigstack_fini(m0);
+    free(m0);
+    weft__netpoll_close();
+    STORE(&running, false);
+    return result;
+
+failnp:
+    weft__netpoll_close();
+fail:
+    if (weft__allp != NULL) {
+        for (int32_t i = 0; i < weft__gomaxprocs; i++)
+            free(weft__allp[i]);
+        free(weft__allp);
+        weft__allp = NULL;
+    }
+    STORE(&running, false);
+    return err;
+}

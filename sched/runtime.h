@@ -1,0 +1,389 @@
+/*
+ * runtime.h - the core types of the weft scheduler: G (coroutine), M (OS
+ * thread), P (processor), and the global sched. The counterpart of Go's
+ * runtime2.go; read docs/HACKING.md first.
+ *
+ * Who owns what:
+ *  1. A G is owned by whoever holds it: the M running it, a run queue, a
+ *     waiter list (timer, later channels and sema), or a free list. Its
+ *     status says which; transitions are listed with the status values.
+ *  2. A P is owned by the M whose mp->p points at it, or by the idle list
+ *     (sched.lock). Only its owner touches fields marked "owner".
+ *  3. G descriptors are never freed while the runtime runs (they go to free
+ *     lists and are reused), so a racy read of a G pointer (sysmon, dumps)
+ *     never touches freed memory; it may see a stale G.
+ *  4. Code may not hold a pointer to the current M or G across a context
+ *     switch: a G can resume on another M. Re-read with weft__getm().
+ *
+ * Locks, in the order they may nest: sched.lock > pp->timerlock >
+ * sched.gflock > allglock. None is held across a context switch.
+ */
+#ifndef WEFT_RUNTIME_H
+#define WEFT_RUNTIME_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+
+#include "weft.h"
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define CACHELINE 64
+
+/* Relaxed/acquire/release shorthands: every shared field is C11 atomic or
+ * guarded by a lock, and these say which ordering a site needs. */
+#define LOAD(p) atomic_load_explicit((p), memory_order_relaxed)
+#define LOADACQ(p) atomic_load_explicit((p), memory_order_acquire)
+#define STORE(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
+#define STOREREL(p, v) atomic_store_explicit((p), (v), memory_order_release)
+
+/* ----------------------------------------------------------- small locks */
+
+/* A futex mutex (0 free, 1 locked, 2 locked with waiters). Short critical
+ * sections only; never held across a context switch. */
+typedef struct wlock {
+    _Atomic uint32_t key;
+} wlock;
+
+void weft__lock(wlock *l);
+void weft__unlock(wlock *l);
+
+/* A one-shot wakeup for parking an M (Go's note): sleep until woken. */
+typedef struct note {
+    _Atomic uint32_t key;
+} note;
+
+void weft__notesleep(note *n);
+/* Sleep at most ns (< 0: forever); returns true if woken. */
+bool weft__notetsleep(note *n, int64_t ns);
+void weft__notewakeup(note *n);
+static inline void weft__noteclear(note *n) { STORE(&n->key, 0); }
+
+/* --------------------------------------------------------- status lists */
+
+/*
+ * G statuses. The number is what scheddetail prints (Go's values).
+ *  IDLE      just allocated, not yet initialised.
+ *  RUNNABLE  on a run queue (local ring, runnext or global); not running;
+ *            its context is saved. Only the queue owner may take it.
+ *  RUNNING   executing on gp->m, which holds a P. Owns its stack.
+ *  SYSCALL   executing on gp->m inside weft_syscall_enter/exit; its P may
+ *            be taken by sysmon. Owns its stack.
+ *  WAITING   parked; context saved; on exactly one waiter structure, which
+ *            moves it to RUNNABLE with weft__ready().
+ *  DEAD      finished; on a free list or in allgs awaiting reuse.
+ * Legal transitions: IDLE->RUNNABLE (spawn), RUNNABLE->RUNNING (execute),
+ * RUNNING->RUNNABLE (yield, preempt), RUNNING->WAITING (park),
+ * WAITING->RUNNABLE (ready), RUNNING<->SYSCALL, RUNNING->DEAD (exit),
+ * DEAD->RUNNABLE (reuse by spawn).
+ */
+#define WEFT_GSTATUS_LIST(X)                                                   \
+    X(G_IDLE, 0, "idle")                                                       \
+    X(G_RUNNABLE, 1, "runnable")                                               \
+    X(G_RUNNING, 2, "running")                                                 \
+    X(G_SYSCALL, 3, "syscall")                                                 \
+    X(G_WAITING, 4, "waiting")                                                 \
+    X(G_DEAD, 6, "dead")
+
+enum gstatus {
+#define X(name, num, str) name = num,
+    WEFT_GSTATUS_LIST(X)
+#undef X
+};
+
+/* Wait reasons, with Go's strings (runtime2.go waitReasonStrings) so a dump
+ * reads like Go's. Later modules add their reasons here. */
+#define WEFT_WAITREASON_LIST(X)                                                \
+    X(WR_ZERO, "")                                                             \
+    X(WR_SELECT_NO_CASES, "select (no cases)")                                 \
+    X(WR_CHAN_RECEIVE, "chan receive")                                         \
+    X(WR_CHAN_SEND, "chan send")                                               \
+    X(WR_SELECT, "select")                                                     \
+    X(WR_SLEEP, "sleep")                                                       \
+    X(WR_IO_WAIT, "IO wait")                                                   \
+    X(WR_SEMACQUIRE, "semacquire")                                             \
+    X(WR_SYNC_MUTEX_LOCK, "sync.Mutex.Lock")                                   \
+    X(WR_SYNC_RWMUTEX_RLOCK, "sync.RWMutex.RLock")                             \
+    X(WR_SYNC_RWMUTEX_LOCK, "sync.RWMutex.Lock")                               \
+    X(WR_SYNC_COND_WAIT, "sync.Cond.Wait")                                     \
+    X(WR_SYNC_WAITGROUP_WAIT, "sync.WaitGroup.Wait")                           \
+    X(WR_PREEMPTED, "preempted")
+
+enum waitreason {
+#define X(name, str) name,
+    WEFT_WAITREASON_LIST(X)
+#undef X
+    WR__COUNT
+};
+
+const char *weft__gstatus_string(uint32_t status);
+const char *weft__waitreason_string(int reason);
+
+/* P statuses (Go's numbering).
+ *  IDLE     on sched.pidle, no M.
+ *  RUNNING  owned by an M running Gs or the scheduler.
+ *  SYSCALL  its M is in weft_syscall_enter; sysmon may CAS it to IDLE
+ *           and hand it off; the M's exit CASes it back to RUNNING. */
+#define WEFT_PSTATUS_LIST(X)                                                   \
+    X(P_IDLE, 0)                                                               \
+    X(P_RUNNING, 1)                                                            \
+    X(P_SYSCALL, 2)
+
+enum pstatus {
+#define X(name, num) name = num,
+    WEFT_PSTATUS_LIST(X)
+#undef X
+};
+
+/* --------------------------------------------------------------- stacks */
+
+struct stack {
+    uintptr_t lo;   /* lowest usable byte (guard ends here) */
+    uintptr_t hi;   /* one past the highest byte; 16-aligned */
+    uintptr_t base; /* start of the mapping or slab slot, guard included */
+    size_t guard;   /* bytes of guard below lo */
+    bool slab;      /* carved from a slab (default size) vs own mapping */
+};
+
+/* Saved register context; see context_*.S. Only sp: callee-saved
+ * registers are pushed on the G's own stack. */
+struct ctx {
+    void *sp;
+};
+
+void weft__ctx_switch(struct ctx *save, struct ctx *load);
+void weft__ctx_start(void); /* entry trampoline, see context_*.S */
+/* Prepare ctx so switching to it calls entry(arg) on [lo, hi). */
+void weft__ctx_make(struct ctx *c, uintptr_t hi, void (*entry)(void *),
+                    void *arg);
+
+/* ---------------------------------------------------------------- timers */
+
+struct p;
+struct timer;
+typedef void (*timer_fn)(struct timer *t, int64_t now);
+
+/* A timer lives inside its owner (a G, a poll descriptor). It is on at
+ * most one P's heap; fields are guarded by that P's timerlock. */
+struct timer {
+    int64_t when;     /* timerlock */
+    timer_fn f;       /* immutable while queued */
+    void *arg;        /* immutable while queued */
+    struct p *_Atomic pp; /* timerlock of pp: heap holding it, or NULL */
+    int32_t idx;      /* timerlock: index in pp->timers, -1 if none */
+};
+
+/* ------------------------------------------------------------------- G */
+
+#define G_NAME_MAX 32
+
+struct m;
+
+struct g {
+    struct ctx ctx;        /* owner: valid while not RUNNING/SYSCALL */
+    struct stack stk;      /* immutable while alive */
+    _Atomic uint32_t status;
+    uint8_t waitreason;    /* owner: set before park */
+    _Atomic uint32_t preempt; /* sysmon sets, the G clears */
+    bool syscallp;         /* owner: inside weft_syscall_enter */
+    int64_t id;            /* immutable while alive; never reused */
+    int64_t parentid;      /* immutable while alive */
+    uintptr_t spawnpc;     /* creator's call site */
+    int64_t createdat;     /* weft_now() at spawn */
+    int64_t waitsince;     /* owner: when it last parked */
+    struct m *_Atomic m;   /* M running it, or NULL */
+    weft_fn fn;
+    void *arg;
+    struct g *schedlink;   /* run queue / free list link, per owner */
+    struct timer timer;    /* sleep timer */
+    int64_t trimmedat;     /* gflock: when its stack was last trimmed */
+    void *asan_fake;       /* sanitizer fiber state */
+    void *tsan_fiber;
+    unsigned vg_stack;     /* valgrind stack id */
+    char name[G_NAME_MAX];
+};
+
+/* ------------------------------------------------------------------- P */
+
+#define RUNQ_SIZE 256
+#define GFREE_MAX 64
+
+struct p {
+    int32_t id;                    /* immutable */
+    _Atomic uint32_t status;       /* enum pstatus */
+    struct m *_Atomic m;           /* owner M, NULL if idle */
+    struct p *link;                /* sched.lock: idle list */
+    _Atomic uint32_t schedtick;    /* owner writes; incremented per execute */
+    _Atomic uint32_t syscalltick;  /* owner writes; per syscall enter */
+
+    /* Run queue: owner pushes at tail, anyone CAS-pops at head. */
+    _Alignas(CACHELINE) _Atomic uint32_t runqhead;
+    _Atomic uint32_t runqtail;
+    struct g *_Atomic runnext;
+    struct g *_Atomic runq[RUNQ_SIZE];
+
+    /* owner: dead Gs with default-size stacks, for reuse */
+    _Alignas(CACHELINE) struct g *gfree;
+    int32_t gfreecnt;
+    int64_t goidcache, goidcacheend; /* owner: batch of fresh G ids */
+
+    /* Timers: heap ordered by when. timer0when is the earliest, 0 if
+     * none, readable without the lock. */
+    wlock timerlock;
+    _Atomic int64_t timer0when;
+    struct timer **timers; /* timerlock */
+    int32_t ntimers, timerscap;
+
+    /* sysmon's view, touched only by sysmon */
+    uint32_t sm_schedtick, sm_syscalltick;
+    int64_t sm_schedwhen, sm_syscallwhen;
+};
+
+/* ------------------------------------------------------------------- M */
+
+/* M states, for shutdown: an M in a syscall cannot be joined. */
+enum mstate { M_RUNNING, M_SYSCALL, M_ABANDONED, M_DONE };
+
+struct m {
+    int64_t id;                /* immutable */
+    struct ctx g0ctx;          /* owner: the scheduler context */
+    struct g *curg;            /* owner: G running on this M, or NULL */
+    struct p *p;               /* owner: attached P, or NULL */
+    struct p *nextp;           /* P handed over by startm */
+    struct p *oldp;            /* P held when the syscall began */
+    _Atomic bool spinning;     /* looking for work, counted in nmspinning */
+    _Atomic uint32_t state;    /* enum mstate */
+    note park;                 /* stopm sleeps here */
+    struct m *schedlink;       /* sched.lock: idle list */
+    struct m *alllink;         /* sched.lock: all Ms, newest first */
+    pthread_t thread;
+    bool ismain;               /* the weft_main caller's thread */
+    uint64_t fastrand;         /* owner */
+
+    /* Work left for whoever runs next on this M, after a switch: see
+     * "after" in proc.c. */
+    int after;
+    struct g *afterg;
+    bool (*afterunlock)(struct g *gp, void *arg);
+    void *afterarg;
+
+    void *sigstack;            /* sigaltstack for fatal signals */
+    size_t sigstacksize;
+    void *g0_asan_fake;
+    void *g0_tsan_fiber;
+    const void *g0_stack_bottom; /* for sanitizer fiber switches */
+    size_t g0_stack_size;
+};
+
+/* --------------------------------------------------------------- sched */
+
+struct schedt {
+    wlock lock;
+
+    struct m *midle;            /* lock: idle Ms */
+    int32_t nmidle;             /* lock */
+    int32_t mcount;             /* lock: Ms created */
+    int64_t mnext;              /* lock: next M id */
+    struct m *allm;             /* lock: every M, newest first */
+
+    struct p *pidle;            /* lock: idle Ps */
+    _Atomic int32_t npidle;
+    _Atomic int32_t nmspinning;
+
+    struct g *runqhead, *runqtail; /* lock: global run queue */
+    _Atomic int32_t runqsize;
+
+    _Atomic int64_t goidgen;    /* next batch of G ids */
+
+    _Atomic bool exiting;       /* weft_main's fn returned */
+    int mainresult;
+
+    _Atomic int64_t lastpoll;   /* 0 while an M blocks in netpoll */
+    _Atomic int64_t polluntil;  /* when the netpoll sleeper wakes */
+
+    note sysmonnote;            /* sysmon's idle sleep */
+    _Atomic bool sysmonwait;
+
+    /* Dead Gs with default stacks, shared between Ps. */
+    wlock gflock;
+    struct g *gfree;            /* gflock */
+    int32_t ngfree;             /* gflock */
+};
+
+extern struct schedt weft__sched;
+extern struct p **weft__allp;   /* immutable while running */
+extern int32_t weft__gomaxprocs;
+
+/* All Gs ever allocated, for dumps and shutdown. */
+extern wlock weft__allglock;
+extern struct g **weft__allgs;  /* allglock */
+extern size_t weft__allglen;    /* allglock */
+
+/* ------------------------------------------------------- internal calls */
+
+/* The M of the calling thread, or NULL. Not inline on purpose: the
+ * compiler must not cache a thread-local address across a switch. */
+struct m *weft__getm(void);
+struct g *weft__getg(void); /* current G, or NULL (on g0 or no M) */
+
+int64_t weft__nanotime(void);
+uint32_t weft__fastrand(struct m *mp);
+
+/* proc.c */
+typedef bool (*unlockf)(struct g *gp, void *arg);
+void weft__park(unlockf f, void *arg, int reason);
+void weft__ready(struct g *gp);
+void weft__wakep(void);
+void weft__startm(struct p *pp, bool spinning);
+void weft__handoffp(struct p *pp);
+void weft__preemptone(struct p *pp);
+_Noreturn void weft__throw(const char *msg);
+
+/* runq.c: all on a P that the caller owns unless noted */
+void weft__runqput(struct p *pp, struct g *gp, bool next);
+struct g *weft__runqget(struct p *pp);
+bool weft__runqempty(struct p *pp);       /* any thread, racy-safe */
+uint32_t weft__runqlen(struct p *pp);     /* any thread, approximate */
+struct g *weft__runqsteal(struct p *pp, struct p *victim, bool stealnext);
+/* Global queue; caller holds sched.lock. */
+void weft__globrunqput(struct g *gp);
+void weft__globrunqputbatch(struct g *head, struct g *tail, int32_t n);
+struct g *weft__globrunqget(struct p *pp, int32_t max);
+
+/* timer.c */
+void weft__timer_add(struct p *pp, struct timer *t, int64_t when);
+bool weft__timer_del(struct timer *t);
+/* Run pp's expired timers; returns the next pending when (0: none). */
+int64_t weft__checktimers(struct p *pp, int64_t now);
+/* Earliest timer over every P, 0 if none. */
+int64_t weft__timersleep_until(void);
+void weft__timers_free(struct p *pp);
+
+/* stack.c */
+int weft__stack_alloc(struct stack *s, size_t size);
+void weft__stack_free(struct stack *s);
+void weft__stack_trim(struct stack *s);
+void weft__stack_init(void);
+void weft__stack_fini(void);
+bool weft__stack_guard_hit(const struct stack *s, uintptr_t addr);
+extern size_t weft__pagesize;
+
+/* sysmon.c */
+int weft__sysmon_start(void);
+void weft__sysmon_stop(void);
+void weft__sysmon_wake(void);
+
+/* netpoll_epoll.c (see netpoll.h for the contract) */
+#include "netpoll.h"
+
+/* dump.c */
+void weft__signals_install(void);
+void weft__signals_restore(void);
+int weft__sigstack_init(struct m *mp);
+void weft__sigstack_fini(struct m *mp);
+void weft__print_gs(int fd);
+
+#endif /* WEFT_RUNTIME_H */

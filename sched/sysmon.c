@@ -1,0 +1,179 @@
+/*
+ * sysmon.c - the system monitor: a thread without a P, as in Go's proc.go
+ * sysmon, that watches the Ps from outside.
+ *
+ * Each tick it:
+ *  1. retakes Ps whose M has been in a syscall for more than 20 us when
+ *     there is other work for them (or for more than 10 ms regardless),
+ *     and hands them to another M (handoffp);
+ *  2. flags the G running on a P whose schedtick has not moved for
+ *     10 ms: preemption is cooperative, honoured at the G's next weft
+ *     call or weft_checkpoint();
+ *  3. starts an M when a timer is overdue and nobody is in the poller;
+ *  4. keeps weft__coarsenow fresh (the "waiting since" clock);
+ *  5. every second, gives back the memory of stacks cached on the global
+ *     free list for a full period (MADV_DONTNEED, top page kept).
+ * The tick starts at 20 us and doubles after 50 idle ticks, up to 10 ms.
+ * When every P is idle, sysmon trims the free stacks and sleeps on
+ * sched.sysmonnote until a P is taken (pidleget) or the runtime exits.
+ *
+ * sysmon reads P and G fields racily; it only acts through CAS (P status)
+ * and atomic flags (g.preempt), and G descriptors are never freed while
+ * the runtime runs, so a stale read is harmless.
+ */
+#include <time.h>
+
+#include "runtime.h"
+
+extern _Atomic int64_t weft__coarsenow;
+
+#define SYSCALL_RETAKE_NS 20000
+#define FORCE_RETAKE_NS 10000000
+#define PREEMPT_NS 10000000
+#define TRIM_PERIOD_NS 1000000000
+
+static pthread_t sysmon_thread;
+static _Atomic bool sysmon_stop;
+
+void weft__sysmon_wake(void)
+{
+    if (atomic_exchange(&weft__sched.sysmonwait, false))
+        weft__notewakeup(&weft__sched.sysmonnote);
+}
+
+static uint32_t retake(int64_t now)
+{
+    uint32_t n = 0;
+    for (int32_t i = 0; i < weft__gomaxprocs; i++) {
+        struct p *pp = weft__allp[i];
+        uint32_t st = LOAD(&pp->status);
+        if (st == P_SYSCALL) {
+            uint32_t t = LOAD(&pp->syscalltick);
+            if (t != pp->sm_syscalltick) {
+                pp->sm_syscalltick = t;
+                pp->sm_syscallwhen = now;
+                continue;
+            }
+            if (now - pp->sm_syscallwhen < SYSCALL_RETAKE_NS)
+                continue;
+            /* Leave it if it has nothing queued and other Ms can pick up
+             * new work, unless the syscall has gone on for long. */
+            if (weft__runqempty(pp) &&
+                LOAD(&weft__sched.nmspinning) + LOAD(&weft__sched.npidle) >
+                    0 &&
+                now - pp->sm_syscallwhen < FORCE_RETAKE_NS)
+                continue;
+            if (atomic_compare_exchange_strong(&pp->status, &st, P_IDLE)) {
+                STORE(&pp->m, NULL);
+                n++;
+                weft__handoffp(pp);
+            }
+        } else if (st == P_RUNNING) {
+            uint32_t t = LOAD(&pp->schedtick);
+            if (t != pp->sm_schedtick) {
+                pp->sm_schedtick = t;
+                pp->sm_schedwhen = now;
+            } else if (now - pp->sm_schedwhen >= PREEMPT_NS) {
+                weft__preemptone(pp);
+                pp->sm_schedwhen = now; /* ask again in 10 ms */
+                n++;
+            }
+        }
+    }
+    return n;
+}
+
+/* trimstacks - trim free Gs' stacks that sat on the global list since at
+ * least minage ago. The list is taken whole so the lock is not held
+ * across the madvise calls; spawners meanwhile allocate fresh Gs. */
+static void trimstacks(int64_t now, int64_t minage)
+{
+    weft__lock(&weft__sched.gflock);
+    struct g *list = weft__sched.gfree;
+    int32_t n = weft__sched.ngfree;
+    weft__sched.gfree = NULL;
+    weft__sched.ngfree = 0;
+    weft__unlock(&weft__sched.gflock);
+    if (list == NULL)
+        return;
+    struct g *tail = NULL;
+    for (struct g *gp = list; gp != NULL; gp = gp->schedlink) {
+        /* trimmedat < 0: freed at -trimmedat and not trimmed since. */
+        if (gp->trimmedat < 0 && now + gp->trimmedat >= minage &&
+            gp->stk.base != 0) {
+            weft__stack_trim(&gp->stk);
+            gp->trimmedat = now;
+        }
+        tail = gp;
+    }
+    weft__lock(&weft__sched.gflock);
+    tail->schedlink = weft__sched.gfree;
+    weft__sched.gfree = list;
+    weft__sched.ngfree += n;
+    weft__unlock(&weft__sched.gflock);
+}
+
+static void *sysmon(void *arg)
+{
+    (void)arg;
+    int64_t delay = 20000, lasttrim = weft__nanotime();
+    uint32_t idle = 0;
+    while (!LOAD(&sysmon_stop)) {
+        if (idle == 0)
+            delay = 20000;
+        else if (idle > 50 && delay < 10000000)
+            delay *= 2;
+        struct timespec ts = {0, delay};
+        nanosleep(&ts, NULL);
+        int64_t now = weft__nanotime();
+        STORE(&weft__coarsenow, now);
+
+        if (LOAD(&weft__sched.npidle) == weft__gomaxprocs) {
+            trimstacks(now, 0);
+            weft__lock(&weft__sched.lock);
+            bool sleep = LOAD(&weft__sched.npidle) == weft__gomaxprocs &&
+                         !LOAD(&sysmon_stop);
+            if (sleep) {
+                weft__noteclear(&weft__sched.sysmonnote);
+                STORE(&weft__sched.sysmonwait, true);
+            }
+            weft__unlock(&weft__sched.lock);
+            if (sleep) {
+                weft__notesleep(&weft__sched.sysmonnote);
+                STORE(&weft__coarsenow, weft__nanotime());
+            }
+            idle = 0;
+            continue;
+        }
+
+        uint32_t n = retake(now);
+        int64_t next = weft__timersleep_until();
+        if (next != 0 && next < now && LOAD(&weft__sched.lastpoll) != 0 &&
+            LOAD(&weft__sched.npidle) > 0) {
+            weft__startm(NULL, false);
+            n++;
+        }
+        idle = n ? 0 : idle + 1;
+        if (now - lasttrim >= TRIM_PERIOD_NS) {
+            trimstacks(now, TRIM_PERIOD_NS);
+            lasttrim = now;
+        }
+    }
+    return NULL;
+}
+
+int weft__sysmon_start(void)
+{
+    STORE(&sysmon_stop, false);
+    int err = pthread_create(&sysmon_thread, NULL, sysmon, NULL);
+    return err ? -err : 0;
+}
+
+void weft__sysmon_stop(void)
+{
+    STORE(&sysmon_stop, true);
+    weft__lock(&weft__sched.lock);
+    weft__sysmon_wake();
+    weft__unlock(&weft__sched.lock);
+    pthread_join(sysmon_thread, NULL);
+}
