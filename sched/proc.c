@@ -79,7 +79,9 @@ static _Atomic bool running;
 static bool mainstarted;
 static bool abandoned; /* some M was left in a syscall at shutdown */
 
-static __thread struct m *tls_m;
+/* initial-exec: a fixed offset from the thread pointer, no
+ * __tls_get_addr call, even in the shared library. */
+static __thread struct m *tls_m __attribute__((tls_model("initial-exec")));
 
 enum after {
     AFTER_NONE,
@@ -123,7 +125,7 @@ static inline uint32_t attention(void)
 /* switchto - save the current context in save and resume load. fake is
  * where ASan keeps the leaving context's fake stack, NULL if the leaving
  * context never resumes (a dead G). bottom/size/fiber describe load. */
-static inline void switchto(struct ctx *save, void **fake, struct ctx *load,
+static inline __attribute__((always_inline)) void switchto(struct ctx *save, void **fake, struct ctx *load,
                             const void *bottom, size_t size, void *fiber)
 {
     if (unlikely(weft__san_on)) {
@@ -138,7 +140,7 @@ static inline void switchto(struct ctx *save, void **fake, struct ctx *load,
 }
 
 /* execute - make gp the running G of mp. Caller switches to it next. */
-static inline void execute(struct m *mp, struct g *gp)
+static inline __attribute__((always_inline)) void execute(struct m *mp, struct g *gp)
 {
     struct p *pp = mp->p;
     mp->curg = gp;
@@ -151,7 +153,7 @@ static inline void execute(struct m *mp, struct g *gp)
 }
 
 /* Switch from G gp to G next on mp; returns when gp runs again. */
-static inline void gswitch(struct m *mp, struct g *gp, struct g *next,
+static inline __attribute__((always_inline)) void gswitch(struct m *mp, struct g *gp, struct g *next,
                            bool dying)
 {
     execute(mp, next);
@@ -169,10 +171,30 @@ static inline void g0switch(struct m *mp, struct g *gp, bool dying)
 }
 
 static void gfput(struct p *pp, struct g *gp);
+static void runafter_slow(struct m *mp);
 
 /* runafter - complete the transition of the G this M just left
  * (invariant 1). Runs on the next G's stack or on g0. */
-static void runafter(struct m *mp)
+static inline __attribute__((always_inline)) void runafter(struct m *mp)
+{
+    if (likely(mp->after == AFTER_NONE))
+        return;
+    if (likely(mp->after == AFTER_YIELD)) {
+        /* The common case, inline: straight to the tail of the ring. */
+        struct p *pp = mp->p;
+        uint32_t h = LOADACQ(&pp->runqhead);
+        uint32_t t = LOAD(&pp->runqtail);
+        if (likely(t - h < RUNQ_SIZE)) {
+            STORE(&pp->runq[t % RUNQ_SIZE], mp->afterg);
+            STOREREL(&pp->runqtail, t + 1);
+            mp->after = AFTER_NONE;
+            return;
+        }
+    }
+    runafter_slow(mp);
+}
+
+static void runafter_slow(struct m *mp)
 {
     struct g *gp = mp->afterg;
     switch (mp->after) {
@@ -205,17 +227,31 @@ static void runafter(struct m *mp)
     mp->afterg = NULL;
 }
 
+/* timersdue - whether pp may have a timer due, cheaply: the coarse clock
+ * (sysmon's, ~tick-accurate) always, the real clock (28 ns here) every
+ * 16th tick. A false "due" only costs a trip through g0, which checks
+ * with the real clock, so timers never fire early; a missed one is late
+ * by at most 16 switches or a sysmon tick. */
+static inline bool timersdue(struct p *pp)
+{
+    int64_t t0 = LOAD(&pp->timer0when);
+    if (t0 == 0)
+        return false;
+    if (t0 <= LOAD(&weft__coarsenow))
+        return true;
+    return (LOAD(&pp->schedtick) & 15) == 0 && t0 <= weft__nanotime();
+}
+
 /* fastnext - a G to switch to directly from a G, or NULL when g0 must
  * decide (global queue fairness, timers due, shutdown, empty queue). */
 static inline struct g *fastnext(struct p *pp)
 {
     if (unlikely(attention() != 0))
         return NULL;
-    if (unlikely(LOAD(&pp->schedtick) % 61 == 0) &&
-        LOAD(&weft__sched.runqsize) > 0)
+    if (unlikely(LOAD(&weft__sched.runqsize) > 0) &&
+        LOAD(&pp->schedtick) % 61 == 0)
         return NULL;
-    int64_t t0 = LOAD(&pp->timer0when);
-    if (t0 != 0 && t0 <= weft__nanotime())
+    if (unlikely(timersdue(pp)))
         return NULL;
     return weft__runqget(pp);
 }
@@ -430,9 +466,22 @@ static int64_t spawn(weft_fn fn, void *arg, const weft_go_opts_t *opts,
     struct g *gp = mp ? mp->curg : NULL;
     if (gp == NULL || gp->syscallp)
         return WEFT_ENOTCORO;
-    int64_t id = newproc(mp->p, gp->id, fn, arg, size, name, pc);
-    if (unlikely(attention() != 0))
+    struct p *pp = mp->p;
+    int64_t id = newproc(pp, gp->id, fn, arg, size, name, pc);
+    if (unlikely(attention() != 0)) {
         honourpreempt(mp, gp);
+    } else if (unlikely(LOAD(&pp->runqtail) - LOAD(&pp->runqhead) >=
+                        RUNQ_SIZE - 1)) {
+        /* Back-pressure: a full ring means this G spawns faster than
+         * its children finish. Let them run (and give their stacks back
+         * to this P's cache) before spawning more, instead of building
+         * an unbounded backlog of fresh stacks in the global queue. */
+        STORE(&gp->status, G_RUNNABLE);
+        mp->after = AFTER_PREEMPT;
+        mp->afterg = gp;
+        g0switch(mp, gp, false);
+        runafter(weft__getm());
+    }
     return id;
 }
 
@@ -503,14 +552,22 @@ WEFT_EXTERN int weft_yield(void)
     if (gp == NULL || gp->syscallp)
         return WEFT_ENOTCORO;
     struct p *pp = mp->p;
-    if (attention() == 0 && weft__runqempty(pp) &&
-        LOAD(&weft__sched.runqsize) == 0) {
-        int64_t t0 = LOAD(&pp->timer0when);
-        if (t0 == 0 || t0 > weft__nanotime())
+    struct g *next = fastnext(pp);
+    if (next == NULL) {
+        if (attention() == 0 && LOAD(&weft__sched.runqsize) == 0 &&
+            !timersdue(pp))
             return 0; /* nobody else to run here */
+        STORE(&gp->status, G_RUNNABLE);
+        mp->after = AFTER_YIELD;
+        mp->afterg = gp;
+        g0switch(mp, gp, false);
+    } else {
+        STORE(&gp->status, G_RUNNABLE);
+        mp->after = AFTER_YIELD;
+        mp->afterg = gp;
+        gswitch(mp, gp, next, false);
     }
-    STORE(&gp->status, G_RUNNABLE);
-    leave(mp, gp, AFTER_YIELD, false);
+    runafter(weft__getm());
     return 0;
 }
 

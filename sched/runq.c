@@ -29,38 +29,10 @@
 
 #include "runtime.h"
 
-static bool runqputslow(struct p *pp, struct g *gp, uint32_t h, uint32_t t);
 
-/* weft__runqput - make gp runnable on pp. next: put it in runnext (it
- * runs next), kicking the old runnext to the tail. Owner P only. */
-void weft__runqput(struct p *pp, struct g *gp, bool next)
-{
-    if (next) {
-        struct g *old = LOAD(&pp->runnext);
-        while (!atomic_compare_exchange_weak_explicit(
-            &pp->runnext, &old, gp, memory_order_release,
-            memory_order_relaxed))
-            ;
-        if (old == NULL)
-            return;
-        gp = old;
-    }
-    for (;;) {
-        uint32_t h = LOADACQ(&pp->runqhead);
-        uint32_t t = LOAD(&pp->runqtail);
-        if (t - h < RUNQ_SIZE) {
-            STORE(&pp->runq[t % RUNQ_SIZE], gp);
-            STOREREL(&pp->runqtail, t + 1);
-            return;
-        }
-        if (runqputslow(pp, gp, h, t))
-            return;
-        /* A stealer made room meanwhile; the ring has space now. */
-    }
-}
-
-/* runqputslow - move half the ring and gp to the global queue. */
-static bool runqputslow(struct p *pp, struct g *gp, uint32_t h, uint32_t t)
+/* weft__runqputslow - move half the ring and gp to the global queue;
+ * false if a stealer made room meanwhile. Owner P only. */
+bool weft__runqputslow(struct p *pp, struct g *gp, uint32_t h, uint32_t t)
 {
     enum { N = RUNQ_SIZE / 2 };
     struct g *batch[N + 1];
@@ -80,31 +52,6 @@ static bool runqputslow(struct p *pp, struct g *gp, uint32_t h, uint32_t t)
     weft__globrunqputbatch(batch[0], batch[n], (int32_t)n + 1);
     weft__unlock(&weft__sched.lock);
     return true;
-}
-
-/* weft__runqget - next G to run from pp: runnext, then the ring head.
- * Owner P only. */
-struct g *weft__runqget(struct p *pp)
-{
-    struct g *next = LOAD(&pp->runnext);
-    /* Only the owner sets runnext, so if the CAS fails a stealer took
-     * it; fall through to the ring. */
-    if (next != NULL &&
-        atomic_compare_exchange_strong_explicit(&pp->runnext, &next, NULL,
-                                                memory_order_acquire,
-                                                memory_order_relaxed))
-        return next;
-    for (;;) {
-        uint32_t h = LOADACQ(&pp->runqhead);
-        uint32_t t = LOAD(&pp->runqtail);
-        if (t == h)
-            return NULL;
-        struct g *gp = LOAD(&pp->runq[h % RUNQ_SIZE]);
-        if (atomic_compare_exchange_weak_explicit(&pp->runqhead, &h, h + 1,
-                                                  memory_order_release,
-                                                  memory_order_relaxed))
-            return gp;
-    }
 }
 
 /* weft__runqempty - whether pp has nothing queued. Any thread. A G moved

@@ -342,9 +342,62 @@ void weft__handoffp(struct p *pp);
 void weft__preemptone(struct p *pp);
 _Noreturn void weft__throw(const char *msg);
 
-/* runq.c: all on a P that the caller owns unless noted */
-void weft__runqput(struct p *pp, struct g *gp, bool next);
-struct g *weft__runqget(struct p *pp);
+/* runq.c: all on a P that the caller owns unless noted. The owner's
+ * put/get are inline: they are most of a context switch. */
+bool weft__runqputslow(struct p *pp, struct g *gp, uint32_t h, uint32_t t);
+/* weft__runqput - make gp runnable on pp. next: put it in runnext (it
+ * runs next), kicking the old runnext to the tail. Owner P only. */
+static inline void weft__runqput(struct p *pp, struct g *gp, bool next)
+{
+    if (next) {
+        struct g *old = LOAD(&pp->runnext);
+        while (!atomic_compare_exchange_weak_explicit(
+            &pp->runnext, &old, gp, memory_order_release,
+            memory_order_relaxed))
+            ;
+        if (old == NULL)
+            return;
+        gp = old;
+    }
+    for (;;) {
+        uint32_t h = LOADACQ(&pp->runqhead);
+        uint32_t t = LOAD(&pp->runqtail);
+        if (t - h < RUNQ_SIZE) {
+            STORE(&pp->runq[t % RUNQ_SIZE], gp);
+            STOREREL(&pp->runqtail, t + 1);
+            return;
+        }
+        if (weft__runqputslow(pp, gp, h, t))
+            return;
+        /* A stealer made room meanwhile; the ring has space now. */
+    }
+}
+
+/* weft__runqget - next G to run from pp: runnext, then the ring head.
+ * Owner P only. */
+static inline struct g *weft__runqget(struct p *pp)
+{
+    struct g *next = LOAD(&pp->runnext);
+    /* Only the owner sets runnext, so if the CAS fails a stealer took
+     * it; fall through to the ring. */
+    if (next != NULL &&
+        atomic_compare_exchange_strong_explicit(&pp->runnext, &next, NULL,
+                                                memory_order_acquire,
+                                                memory_order_relaxed))
+        return next;
+    for (;;) {
+        uint32_t h = LOADACQ(&pp->runqhead);
+        uint32_t t = LOAD(&pp->runqtail);
+        if (t == h)
+            return NULL;
+        struct g *gp = LOAD(&pp->runq[h % RUNQ_SIZE]);
+        if (atomic_compare_exchange_weak_explicit(&pp->runqhead, &h, h + 1,
+                                                  memory_order_release,
+                                                  memory_order_relaxed))
+            return gp;
+    }
+}
+
 bool weft__runqempty(struct p *pp);       /* any thread, racy-safe */
 uint32_t weft__runqlen(struct p *pp);     /* any thread, approximate */
 struct g *weft__runqsteal(struct p *pp, struct p *victim, bool stealnext);
