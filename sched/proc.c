@@ -435,6 +435,9 @@ static int64_t newproc(struct p *pp, int64_t parentid, weft_fn fn, void *arg,
         memcpy(gp->name, name, n);
         gp->name[n] = '\0';
     }
+    if (unlikely(weft__san_on) && __asan_unpoison_memory_region)
+        __asan_unpoison_memory_region((void *)gp->stk.lo,
+                                      gp->stk.hi - gp->stk.lo);
     weft__ctx_make(&gp->ctx, gp->stk.hi, gentry, gp);
     STORE(&gp->status, G_RUNNABLE);
     weft__runqput(pp, gp, true);
@@ -1235,7 +1238,10 @@ static void runmain(void *arg)
 
 static void freeall(struct m *self)
 {
-    /* Every other M is done or abandoned; nothing runs Gs any more. */
+    /* Every other M is done or abandoned; nothing runs Gs any more. The
+     * heaps point into the Gs' embedded timers: drop them first. */
+    for (int32_t i = 0; i < weft__gomaxprocs; i++)
+        weft__timers_free(weft__allp[i]);
     for (size_t i = 0; i < weft__allglen; i++) {
         struct g *gp = weft__allgs[i];
         if (LOAD(&gp->status) == G_SYSCALL && abandoned)
@@ -1254,10 +1260,8 @@ static void freeall(struct m *self)
     weft__allgs = NULL;
     oldallgs = NULL;
     weft__allglen = allgcap = noldallgs = 0;
-    for (int32_t i = 0; i < weft__gomaxprocs; i++) {
-        weft__timers_free(weft__allp[i]);
+    for (int32_t i = 0; i < weft__gomaxprocs; i++)
         free(weft__allp[i]);
-    }
     free(weft__allp);
     weft__allp = NULL;
     struct m *mp = weft__sched.allm;

@@ -15,6 +15,8 @@
  *     the bounds of the stack it switches to; TSan switches fibers.
  *  2. The first thing the arriving context does is finish_switch_fiber
  *     with its own saved slot (NULL on a new coroutine's first run).
+ *  3. A G that exits never returns from its frames, so their redzones
+ *     stay poisoned; a stack is unpoisoned before it is reused.
  */
 #ifndef WEFT_SANITIZER_H
 #define WEFT_SANITIZER_H
@@ -27,6 +29,8 @@ void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom,
 void __sanitizer_finish_switch_fiber(void *fake_stack_save,
                                      const void **bottom_old,
                                      size_t *size_old) __attribute__((weak));
+void __asan_unpoison_memory_region(void const volatile *addr, size_t size)
+    __attribute__((weak));
 void *__tsan_get_current_fiber(void) __attribute__((weak));
 void *__tsan_create_fiber(unsigned flags) __attribute__((weak));
 void __tsan_destroy_fiber(void *fiber) __attribute__((weak));

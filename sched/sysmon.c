@@ -9,7 +9,8 @@
  *  2. flags the G running on a P whose schedtick has not moved for
  *     10 ms: preemption is cooperative, honoured at the G's next weft
  *     call or weft_checkpoint();
- *  3. starts an M when a timer is overdue and nobody is in the poller;
+ *  3. starts an M when a timer is overdue and nobody is in the poller,
+ *     or when a P has queued work while another P idles and no M spins;
  *  4. keeps weft__coarsenow fresh (the "waiting since" clock);
  *  5. every second, gives back the memory of stacks cached on the global
  *     free list for a full period (MADV_DONTNEED, top page kept).
@@ -69,6 +70,15 @@ static uint32_t retake(int64_t now)
                 weft__handoffp(pp);
             }
         } else if (st == P_RUNNING) {
+            /* Work queued behind a running G while a P idles and nobody
+             * looks for work: an M gave up in the instant this ring
+             * looked empty, and no spawn or wakeup since has called
+             * wakep. Go leaves such work stranded; start a spinner. */
+            if (!weft__runqempty(pp) && LOAD(&weft__sched.npidle) > 0 &&
+                LOAD(&weft__sched.nmspinning) == 0) {
+                weft__wakep();
+                n++;
+            }
             uint32_t t = LOAD(&pp->schedtick);
             if (t != pp->sm_schedtick) {
                 pp->sm_schedtick = t;
