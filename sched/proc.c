@@ -143,7 +143,7 @@ static inline __attribute__((always_inline)) void switchto(struct ctx *save, voi
 static inline __attribute__((always_inline)) void execute(struct m *mp, struct g *gp)
 {
     struct p *pp = mp->p;
-    mp->curg = gp;
+    __atomic_store_n(&mp->curg, gp, __ATOMIC_RELAXED);
     STORE(&gp->m, mp);
     STORE(&gp->status, G_RUNNING);
     STORE(&pp->schedtick, LOAD(&pp->schedtick) + 1);
@@ -165,7 +165,7 @@ static inline __attribute__((always_inline)) void gswitch(struct m *mp, struct g
 /* Switch from G gp to mp's g0; returns when gp runs again. */
 static inline void g0switch(struct m *mp, struct g *gp, bool dying)
 {
-    mp->curg = NULL;
+    __atomic_store_n(&mp->curg, NULL, __ATOMIC_RELAXED);
     switchto(&gp->ctx, dying ? NULL : &gp->asan_fake, &mp->g0ctx,
              mp->g0_stack_bottom, mp->g0_stack_size, mp->g0_tsan_fiber);
 }
@@ -365,7 +365,7 @@ static void gfput(struct p *pp, struct g *gp)
     weft__lock(&weft__sched.gflock);
     tail->schedlink = weft__sched.gfree;
     weft__sched.gfree = head;
-    weft__sched.ngfree += n;
+    STORE(&weft__sched.ngfree, LOAD(&weft__sched.ngfree) + n);
     weft__unlock(&weft__sched.gflock);
 }
 
@@ -373,12 +373,12 @@ static void gfput(struct p *pp, struct g *gp)
  * global one, or NULL. */
 static struct g *gfget(struct p *pp)
 {
-    if (pp->gfree == NULL && weft__sched.ngfree > 0) {
+    if (pp->gfree == NULL && LOAD(&weft__sched.ngfree) > 0) {
         weft__lock(&weft__sched.gflock);
         while (pp->gfreecnt < GFREE_MAX / 2 && weft__sched.gfree != NULL) {
             struct g *g1 = weft__sched.gfree;
             weft__sched.gfree = g1->schedlink;
-            weft__sched.ngfree--;
+            STORE(&weft__sched.ngfree, LOAD(&weft__sched.ngfree) - 1);
             g1->schedlink = pp->gfree;
             pp->gfree = g1;
             pp->gfreecnt++;
@@ -606,7 +606,7 @@ WEFT_EXTERN void weft__checkpoint_slow(void)
  * yields once more than it had to. */
 void weft__preemptone(struct p *pp)
 {
-    struct m *mp = LOAD(&pp->m);
+    struct m *mp = LOADACQ(&pp->m);
     struct g *gp = mp ? __atomic_load_n(&mp->curg, __ATOMIC_RELAXED) : NULL;
     if (gp == NULL)
         return;
@@ -632,7 +632,7 @@ WEFT_EXTERN int64_t weft_now(void) { return weft__nanotime(); }
 static void acquirep(struct m *mp, struct p *pp)
 {
     mp->p = pp;
-    STORE(&pp->m, mp);
+    STOREREL(&pp->m, mp); /* sysmon reads mp->curg through it */
     STORE(&pp->status, P_RUNNING);
 }
 

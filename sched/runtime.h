@@ -250,7 +250,7 @@ enum mstate { M_RUNNING, M_SYSCALL, M_ABANDONED, M_DONE };
 struct m {
     int64_t id;                /* immutable */
     struct ctx g0ctx;          /* owner: the scheduler context */
-    struct g *curg;            /* owner: G running on this M, or NULL */
+    struct g *curg; /* owner writes (atomic store), sysmon reads: G running */
     struct p *p;               /* owner: attached P, or NULL */
     struct p *nextp;           /* P handed over by startm */
     struct p *oldp;            /* P held when the syscall began */
@@ -310,7 +310,7 @@ struct schedt {
     /* Dead Gs with default stacks, shared between Ps. */
     wlock gflock;
     struct g *gfree;            /* gflock */
-    int32_t ngfree;             /* gflock */
+    _Atomic int32_t ngfree;     /* gflock writes; read unlocked as a hint */
 };
 
 extern struct schedt weft__sched;

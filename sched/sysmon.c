@@ -100,9 +100,9 @@ static void trimstacks(int64_t now, int64_t minage)
 {
     weft__lock(&weft__sched.gflock);
     struct g *list = weft__sched.gfree;
-    int32_t n = weft__sched.ngfree;
+    int32_t n = LOAD(&weft__sched.ngfree);
     weft__sched.gfree = NULL;
-    weft__sched.ngfree = 0;
+    STORE(&weft__sched.ngfree, 0);
     weft__unlock(&weft__sched.gflock);
     if (list == NULL)
         return;
@@ -119,7 +119,7 @@ static void trimstacks(int64_t now, int64_t minage)
     weft__lock(&weft__sched.gflock);
     tail->schedlink = weft__sched.gfree;
     weft__sched.gfree = list;
-    weft__sched.ngfree += n;
+    STORE(&weft__sched.ngfree, LOAD(&weft__sched.ngfree) + n);
     weft__unlock(&weft__sched.gflock);
 }
 
