@@ -169,11 +169,11 @@ static void sleep_forever(void *arg)
     FAIL("a WEFT_FOREVER sleeper woke up");
 }
 
-static void sleep_10s(void *arg)
+static void sleep_10min(void *arg)
 {
     atomic_fetch_add(&sd_started, 1);
-    weft_sleep(10000 * MS);
-    FAIL("a 10 s sleeper woke up before shutdown");
+    weft_sleep(600000 * MS);
+    FAIL("a 10 min sleeper woke up before shutdown");
 }
 
 static void yield_forever(void *arg)
@@ -196,7 +196,7 @@ static int shutdown_body(void *arg)
     for (int i = 0; i < 1000; i++, n++)
         EXPECT_OK(weft_go(sleep_forever, NULL));
     for (int i = 0; i < 100; i++, n++)
-        EXPECT_OK(weft_go(sleep_10s, NULL));
+        EXPECT_OK(weft_go(sleep_10min, NULL));
     for (int i = 0; i < 3; i++, n++)
         EXPECT_OK(weft_go(yield_forever, NULL));
     if (arg != NULL) /* also a spinner that only checkpoints */
@@ -388,8 +388,14 @@ static void yielder(void *arg)
     atomic_fetch_add(&a->f->done, 1);
 }
 
+/* fairness_body - two yielders for 200 ms; returns 1 if their progress is
+ * within 2x of each other, 0 if not. Both must make progress in any case.
+ * With 1 P the split is the scheduler's alone. With 2 Ps each yielder
+ * usually has a P of its own and the split is the OS's CPU share of the
+ * two threads, which a loaded machine skews: the caller retries that. */
 static int fairness_body(void *arg)
 {
+    (void)arg;
     struct fair f = {0};
     struct fair_arg a[2] = {{&f, 0}, {&f, 1}};
     EXPECT_OK(weft_go(yielder, &a[0]));
@@ -402,16 +408,18 @@ static int fairness_body(void *arg)
            n1);
     ASSERT_GT(n0, 100);
     ASSERT_GT(n1, 100);
-    /* Within 2x of each other. */
-    ASSERT_LE(n0, 2 * n1);
-    ASSERT_LE(n1, 2 * n0);
-    return 0;
+    return n0 <= 2 * n1 && n1 <= 2 * n0;
 }
 
 TEST(yield_fairness)
 {
-    run(1, fairness_body, NULL);
-    run(2, fairness_body, NULL);
+    set_procs(1);
+    ASSERT_EQ(weft_main(fairness_body, NULL), 1);
+    set_procs(2);
+    int ok = 0;
+    for (int attempt = 0; attempt < 3 && !ok; attempt++)
+        ok = weft_main(fairness_body, NULL);
+    ASSERT_EQ(ok, 1);
 }
 
 /* --------------------------------------------------------------- timers */
