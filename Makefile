@@ -2,8 +2,8 @@
 #
 #   make demo     install missing packages, build, run the demo
 #   make test     install missing packages, build, run every test suite in
-#                 build/ and in an ASan+UBSan build, check the aarch64
-#                 context switch assembles, print the summary
+#                 build/, an ASan+UBSan build and a TSan build, cross-build
+#                 for aarch64 and run its tests under qemu, print the summary
 #   make          build (build/: debugoptimized, -Werror)
 #   make bench    benchmarks vs their Go peers, release build (build-release/)
 #   make asan     the test suites under ASan+UBSan only (build-asan/)
@@ -21,18 +21,22 @@ CROSS_CC ?= aarch64-linux-gnu-gcc
 
 BUILD := build
 ASAN_BUILD := build-asan
+TSAN_BUILD := build-tsan
 RELEASE_BUILD := build-release
 CROSS_BUILD := build-cross
 
 SETUP_OPTS_$(BUILD) := --buildtype=debugoptimized -Dwerror=true
 SETUP_OPTS_$(ASAN_BUILD) := --buildtype=debug \
 	-Db_sanitize=address,undefined -Db_lundef=false
+SETUP_OPTS_$(TSAN_BUILD) := --buildtype=debug \
+	-Db_sanitize=thread -Db_lundef=false -Dbench=false -Dexamples=false
 SETUP_OPTS_$(RELEASE_BUILD) := --buildtype=release
 
 MESON_TEST := $(MESON) test --print-errorlogs --num-processes 2
 ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	HARNESS_TIMEOUT_SCALE=3
+TSAN_ENV := TSAN_OPTIONS=halt_on_error=1 HARNESS_TIMEOUT_SCALE=5
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full \
 	--errors-for-leak-kinds=definite --show-leak-kinds=definite
 VALGRIND_ENV := HARNESS_TIMEOUT_SCALE=20
@@ -96,10 +100,11 @@ suite = rm -f $(1)/meson-logs/testlog.json; \
 test: deps
 	@$(call suite,$(BUILD)); \
 	$(call suite,$(ASAN_BUILD),$(ASAN_ENV),--timeout-multiplier 3); \
+	$(call suite,$(TSAN_BUILD),$(TSAN_ENV),--timeout-multiplier 5); \
 	echo "== cross-aarch64"; \
 	$(CROSS_CHECK) && cross=0 || cross=$$?; \
 	echo; \
-	bash scripts/summary.sh $(BUILD) $(ASAN_BUILD) \
+	bash scripts/summary.sh $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) \
 		--check cross-aarch64=$$cross
 
 asan: deps
@@ -154,4 +159,4 @@ bench: $(RELEASE_BUILD)/build.ninja
 	@bash bench/run.sh $(RELEASE_BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(RELEASE_BUILD) $(CROSS_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(RELEASE_BUILD) $(CROSS_BUILD)

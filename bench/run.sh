@@ -13,8 +13,10 @@
 # run's benchstat line (impl=weft / impl=go in the name, so
 # `benchstat -col /impl` compares them), then one line
 #     RATIO <figure> weft/go=<x>
-# where x = weft's median / Go's median over 3 runs (parked: 1 run).
-# Fan-out also prints "fanout_speedup weft=<t1/t2> go=<t1/t2>".
+# where x = weft's median / Go's median over 3 runs (BENCH_RUNS=n to
+# change; parked: 1 run).
+# Fan-out also prints "fanout_speedup weft=<t1/t2> go=<t1/t2>". "# target"
+# comment lines say whether each figure meets the issue's target.
 #
 # A run that crashes, hangs (timeout), prints no benchmark line or reports a
 # wrong result makes its figure print "FAIL <figure> (...)" with the tail of
@@ -31,7 +33,7 @@ build=$(cd "$build" && pwd)
 weft_bin=$build/bench/bench_sched
 go_dir=$build/bench-go
 go_bin=$go_dir/bench_sched
-runs=3
+runs=${BENCH_RUNS:-3} # runs per side where cheap; parked always runs once
 failed=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -146,7 +148,8 @@ ratio() {
         awk -v f="$1" -v max="$2" -v w="$weft_med" -v g="$go_med" 'BEGIN {
             x = w / g
             printf "RATIO %s weft/go=%.3f\n", f, x
-            printf "# target %s weft/go <= %s: %s\n", f, max, x <= max ? "met" : "MISSED"
+            printf "# target %s weft/go <= %s: %s (%.4f)\n", f, max,
+                (x <= max) ? "met" : "MISSED", x
         }'
     fi
 }
@@ -173,7 +176,8 @@ if [[ -n $w1 && -n $w2 && -n $g1 && -n $g2 ]]; then
         ws = w1 / w2; gs = g1 / g2
         printf "fanout_speedup weft=%.2f go=%.2f\n", ws, gs
         printf "RATIO fanout_speedup weft/go=%.3f\n", ws / gs
-        printf "# target fanout_speedup weft >= 1.9: %s\n", ws >= 1.9 ? "met" : "MISSED"
+        printf "# target fanout_speedup weft >= 1.9: %s (%.3f)\n",
+            (ws >= 1.9) ? "met" : "MISSED", ws
     }'
 else
     echo "FAIL fanout_speedup (a fan-out time is missing, see above)"

@@ -81,8 +81,12 @@ static void puti(struct out *o, int64_t v)
     }
 }
 
+/* Dumps read G fields that their owners write without a lock, on
+ * purpose (a dump must not wait for a stuck M); tell TSan. */
+#define RACY __attribute__((no_sanitize("thread")))
+
 /* printg - one G, in the shape of Go's goroutine header. */
-static void printg(struct out *o, struct g *gp, int64_t now)
+static RACY void printg(struct out *o, struct g *gp, int64_t now)
 {
     uint32_t st = LOAD(&gp->status);
     if (st == G_DEAD || st == G_IDLE)
@@ -119,7 +123,7 @@ static void printg(struct out *o, struct g *gp, int64_t now)
 }
 
 /* weft__print_gs - every live G, the current one first. */
-void weft__print_gs(int fd)
+RACY void weft__print_gs(int fd)
 {
     struct out o = {.fd = fd};
     struct m *mp = weft__getm();
@@ -169,7 +173,7 @@ static const char *signame(int sig)
     return "signal";
 }
 
-static void sighandler(int sig, siginfo_t *info, void *uctx)
+static RACY void sighandler(int sig, siginfo_t *info, void *uctx)
 {
     struct m *mp = weft__getm();
     struct g *gp = mp ? mp->curg : NULL;

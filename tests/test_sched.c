@@ -955,7 +955,16 @@ static int stacks_body(void *arg)
 {
     const size_t sizes[] = {WEFT_STACK_MIN, 64 * 1024, WEFT_STACK_DEFAULT,
                             8 * 1024 * 1024, 64 * 1024 * 1024};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    size_t first = 0, end = sizeof sizes / sizeof sizes[0];
+#if defined(__SANITIZE_THREAD__)
+    /* TSan's runtime runs on the coroutine's stack too (fiber switches,
+     * interceptors) and needs more than the quarter of 16 KiB left; and
+     * its shadow call stack cannot follow the million-frame recursion
+     * that fills 64 MiB. */
+    first = 1;
+    end = 3;
+#endif
+    for (size_t i = first; i < end; i++) {
         struct stack_arg a = {sizes[i], 0};
         weft_go_opts_t o = {0};
         o.stack_size = sizes[i];
