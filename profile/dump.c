@@ -7,7 +7,7 @@
  *
  * Everything here may run in a signal handler on a sigaltstack, so it
  * writes with write(2) through a fixed buffer, takes no lock and does not
- * allocate. It reads allgs racily: arrays are never freed while the
+ * allocate. It reads the G registry racily: tables are never freed while the
  * runtime runs (proc.c allgadd).
  *
  * Fatal signals not caused by weft (a fault on a thread that is not an M,
@@ -107,7 +107,7 @@ static RACY void printg(struct out *o, struct g *gp, int64_t now)
         }
     }
     puts_(o, "]:\n");
-    if (gp->name[0]) {
+    if (gp->name != NULL) {
         puts_(o, "\tname: ");
         puts_(o, gp->name);
         puts_(o, "\n");
@@ -131,11 +131,13 @@ RACY void weft__print_gs(int fd)
     int64_t now = weft__nanotime();
     if (cur != NULL)
         printg(&o, cur, now);
-    struct g **all = __atomic_load_n(&weft__allgs, __ATOMIC_ACQUIRE);
     size_t n = __atomic_load_n(&weft__allglen, __ATOMIC_ACQUIRE);
-    for (size_t i = 0; all != NULL && i < n; i++)
-        if (all[i] != cur)
-            printg(&o, all[i], now);
+    struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; chunks != NULL && i < n; i++) {
+        struct g *gp = weft__allg(chunks, i);
+        if (gp != cur)
+            printg(&o, gp, now);
+    }
     flush(&o);
 }
 

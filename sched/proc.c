@@ -65,11 +65,11 @@ struct schedt weft__sched;
 struct p **weft__allp;
 int32_t weft__gomaxprocs;
 wlock weft__allglock;
-struct g **weft__allgs;
+struct g **weft__allgchunks;
 size_t weft__allglen;
-static size_t allgcap;
-static void **oldallgs; /* earlier allgs arrays, kept for racy readers */
-static size_t noldallgs;
+static size_t chunkcap;   /* allglock: slots in weft__allgchunks */
+static void **oldtables;  /* allglock: earlier chunk tables, for readers */
+static size_t noldtables;
 
 WEFT_EXTERN uint32_t weft__attention;
 #define ATTN_EXITING 0x80000000u
@@ -274,62 +274,65 @@ static void leave(struct m *mp, struct g *gp, int after, bool dying)
 
 static void gentry(void *arg);
 
-/* allgadd - register a new G for dumps and shutdown. Readers without the
- * lock (crash dumps) may hold an old array: old arrays are kept until
- * shutdown. */
-static int allgadd(struct g *gp)
+/* allocg - a zeroed G descriptor, registered for dumps and shutdown.
+ * Carved from chunks of ALLG_CHUNK, which saves a malloc header per G
+ * (1M parked Gs) and makes the chunk table the registry. */
+static struct g *allocg(void)
 {
     weft__lock(&weft__allglock);
-    if (weft__allglen == allgcap) {
-        size_t cap = allgcap ? allgcap * 2 : 1024;
-        struct g **na = malloc(cap * sizeof *na);
-        void **no = realloc(oldallgs, (noldallgs + 1) * sizeof *no);
-        if (na == NULL || no == NULL) {
-            free(na);
+    size_t n = weft__allglen;
+    if (n % ALLG_CHUNK == 0) {
+        size_t c = n / ALLG_CHUNK;
+        if (c == chunkcap) {
+            size_t cap = chunkcap ? chunkcap * 2 : 64;
+            struct g **nt = calloc(cap, sizeof *nt);
+            void **no = realloc(oldtables, (noldtables + 1) * sizeof *no);
             if (no != NULL)
-                oldallgs = no;
+                oldtables = no;
+            if (nt == NULL || no == NULL) {
+                free(nt);
+                weft__unlock(&weft__allglock);
+                return NULL;
+            }
+            if (weft__allgchunks != NULL) {
+                memcpy(nt, weft__allgchunks, c * sizeof *nt);
+                oldtables[noldtables++] = weft__allgchunks;
+            }
+            __atomic_store_n(&weft__allgchunks, nt, __ATOMIC_RELEASE);
+            chunkcap = cap;
+        }
+        struct g *chunk = calloc(ALLG_CHUNK, sizeof *chunk);
+        if (chunk == NULL) {
             weft__unlock(&weft__allglock);
-            return WEFT_ENOMEM;
+            return NULL;
         }
-        oldallgs = no;
-        if (weft__allgs != NULL) {
-            memcpy(na, weft__allgs, weft__allglen * sizeof *na);
-            oldallgs[noldallgs++] = weft__allgs;
-        }
-        __atomic_store_n(&weft__allgs, na, __ATOMIC_RELEASE);
-        allgcap = cap;
+        weft__allgchunks[c] = chunk;
     }
-    weft__allgs[weft__allglen] = gp;
-    __atomic_store_n(&weft__allglen, weft__allglen + 1, __ATOMIC_RELEASE);
+    struct g *gp = weft__allg(weft__allgchunks, n);
+    __atomic_store_n(&weft__allglen, n + 1, __ATOMIC_RELEASE);
     weft__unlock(&weft__allglock);
-    return 0;
+    return gp;
 }
 
-/* malg - a new G descriptor with a stack of size bytes. */
+/* malg - a new G descriptor with a stack of size bytes. If the stack
+ * cannot be had, the descriptor stays registered, dead and stackless. */
 static struct g *malg(size_t size, int *err)
 {
-    struct g *gp = calloc(1, sizeof *gp);
+    struct g *gp = allocg();
     if (gp == NULL) {
         *err = WEFT_ENOMEM;
         return NULL;
     }
-    *err = weft__stack_alloc(&gp->stk, size);
-    if (*err < 0) {
-        free(gp);
-        return NULL;
-    }
     gp->timer.idx = -1;
     STORE(&gp->status, G_DEAD);
+    if (__tsan_create_fiber)
+        gp->tsan_fiber = __tsan_create_fiber(0);
+    *err = weft__stack_alloc(&gp->stk, size);
+    if (*err < 0)
+        return NULL;
     if (weft__vg_on)
         gp->vg_stack = weft__vg_stack_register((void *)gp->stk.lo,
                                                (void *)gp->stk.hi);
-    if (__tsan_create_fiber)
-        gp->tsan_fiber = __tsan_create_fiber(0);
-    if ((*err = allgadd(gp)) < 0) {
-        weft__stack_free(&gp->stk);
-        free(gp);
-        return NULL;
-    }
     return gp;
 }
 
@@ -353,7 +356,7 @@ static void gfput(struct p *pp, struct g *gp)
         struct g *g1 = pp->gfree;
         pp->gfree = g1->schedlink;
         pp->gfreecnt--;
-        g1->trimmedat = -now; /* negative: freed at, not yet trimmed */
+        g1->waitsince = -now; /* freed at, not trimmed (sysmon.c) */
         g1->schedlink = NULL;
         if (tail)
             tail->schedlink = g1;
@@ -390,7 +393,7 @@ static struct g *gfget(struct p *pp)
         return NULL;
     pp->gfree = gp->schedlink;
     pp->gfreecnt--;
-    if (gp->stk.base == 0) {
+    if (gp->stk.lo == 0) {
         /* It had a custom stack; give it a default one. */
         if (weft__stack_alloc(&gp->stk, WEFT_STACK_DEFAULT) < 0) {
             gp->schedlink = pp->gfree;
@@ -428,13 +431,12 @@ static int64_t newproc(struct p *pp, int64_t parentid, weft_fn fn, void *arg,
     gp->waitsince = 0;
     gp->waitreason = WR_ZERO;
     gp->syscallp = false;
-    gp->trimmedat = 0;
-    gp->name[0] = '\0';
-    if (name != NULL) {
-        size_t n = strnlen(name, G_NAME_MAX - 1);
-        memcpy(gp->name, name, n);
-        gp->name[n] = '\0';
+    if (unlikely(gp->name != NULL)) {
+        free(gp->name);
+        gp->name = NULL;
     }
+    if (name != NULL)
+        gp->name = strndup(name, G_NAME_MAX - 1); /* NULL: unnamed */
     if (unlikely(weft__san_on) && __asan_unpoison_memory_region)
         __asan_unpoison_memory_region((void *)gp->stk.lo,
                                       gp->stk.hi - gp->stk.lo);
@@ -1242,24 +1244,26 @@ static void freeall(struct m *self)
      * heaps point into the Gs' embedded timers: drop them first. */
     for (int32_t i = 0; i < weft__gomaxprocs; i++)
         weft__timers_free(weft__allp[i]);
-    for (size_t i = 0; i < weft__allglen; i++) {
-        struct g *gp = weft__allgs[i];
-        if (LOAD(&gp->status) == G_SYSCALL && abandoned)
-            continue; /* its thread may still return into it */
-        if (weft__vg_on && gp->stk.base != 0)
+    /* A G abandoned in a syscall may still be returned into: then its
+     * chunk, and the slabs, stay mapped for good. */
+    for (size_t i = 0; !abandoned && i < weft__allglen; i++) {
+        struct g *gp = weft__allg(weft__allgchunks, i);
+        if (weft__vg_on && gp->stk.lo != 0)
             weft__vg_stack_deregister(gp->vg_stack);
         if (gp->tsan_fiber != NULL && __tsan_destroy_fiber)
             __tsan_destroy_fiber(gp->tsan_fiber);
         weft__stack_free(&gp->stk);
-        free(gp);
+        free(gp->name);
     }
-    free(weft__allgs);
-    for (size_t i = 0; i < noldallgs; i++)
-        free(oldallgs[i]);
-    free(oldallgs);
-    weft__allgs = NULL;
-    oldallgs = NULL;
-    weft__allglen = allgcap = noldallgs = 0;
+    for (size_t c = 0; !abandoned && c * ALLG_CHUNK < weft__allglen; c++)
+        free(weft__allgchunks[c]);
+    free(weft__allgchunks);
+    for (size_t i = 0; i < noldtables; i++)
+        free(oldtables[i]);
+    free(oldtables);
+    weft__allgchunks = NULL;
+    oldtables = NULL;
+    weft__allglen = chunkcap = noldtables = 0;
     for (int32_t i = 0; i < weft__gomaxprocs; i++)
         free(weft__allp[i]);
     free(weft__allp);
@@ -1273,8 +1277,7 @@ static void freeall(struct m *self)
         }
         mp = next;
     }
-    if (!abandoned)
-        weft__stack_fini();
+    weft__stack_fini(!abandoned);
 }
 
 /* joinall - wait for every other M to finish (or abandon it if it is

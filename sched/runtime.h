@@ -140,12 +140,13 @@ enum pstatus {
 
 /* --------------------------------------------------------------- stacks */
 
+/* Every stack has WEFT__GUARD bytes of guard right below lo. */
+#define WEFT__GUARD ((uintptr_t)64 * 1024)
+
 struct stack {
-    uintptr_t lo;   /* lowest usable byte (guard ends here) */
-    uintptr_t hi;   /* one past the highest byte; 16-aligned */
-    uintptr_t base; /* start of the mapping or slab slot, guard included */
-    size_t guard;   /* bytes of guard below lo */
-    bool slab;      /* carved from a slab (default size) vs own mapping */
+    uintptr_t lo; /* lowest usable byte (guard ends here); 0: no stack */
+    uintptr_t hi; /* one past the highest byte; 16-aligned */
+    bool slab;    /* carved from a slab (default size) vs own mapping */
 };
 
 /* Saved register context; see context_*.S. Only sp: callee-saved
@@ -193,17 +194,18 @@ struct g {
     int64_t parentid;      /* immutable while alive */
     uintptr_t spawnpc;     /* creator's call site */
     int64_t createdat;     /* weft_now() at spawn */
-    int64_t waitsince;     /* owner: when it last parked */
+    int64_t waitsince;     /* owner: when it last parked (coarse clock);
+                            * dead on the global free list: -(freed at)
+                            * until sysmon trims its stack, then 0 */
     struct m *_Atomic m;   /* M running it, or NULL */
     weft_fn fn;
     void *arg;
     struct g *schedlink;   /* run queue / free list link, per owner */
     struct timer timer;    /* sleep timer */
-    int64_t trimmedat;     /* gflock: when its stack was last trimmed */
     void *asan_fake;       /* sanitizer fiber state */
     void *tsan_fiber;
     unsigned vg_stack;     /* valgrind stack id */
-    char name[G_NAME_MAX];
+    char *name;            /* immutable while alive; malloc'd or NULL */
 };
 
 /* ------------------------------------------------------------------- P */
@@ -317,10 +319,19 @@ extern struct schedt weft__sched;
 extern struct p **weft__allp;   /* immutable while running */
 extern int32_t weft__gomaxprocs;
 
-/* All Gs ever allocated, for dumps and shutdown. */
+/* All Gs ever allocated, for dumps and shutdown: descriptors are carved
+ * in chunks of ALLG_CHUNK and never move, so the chunk table is the
+ * registry. Writers hold allglock; racy readers load allglen (acquire)
+ * and then the table: old tables stay allocated until shutdown. */
+#define ALLG_CHUNK 64
 extern wlock weft__allglock;
-extern struct g **weft__allgs;  /* allglock */
-extern size_t weft__allglen;    /* allglock */
+extern struct g **weft__allgchunks;
+extern size_t weft__allglen;
+
+static inline struct g *weft__allg(struct g **chunks, size_t i)
+{
+    return &chunks[i / ALLG_CHUNK][i % ALLG_CHUNK];
+}
 
 /* ------------------------------------------------------- internal calls */
 
@@ -420,7 +431,7 @@ int weft__stack_alloc(struct stack *s, size_t size);
 void weft__stack_free(struct stack *s);
 void weft__stack_trim(struct stack *s);
 void weft__stack_init(void);
-void weft__stack_fini(void);
+void weft__stack_fini(bool unmap);
 bool weft__stack_guard_hit(const struct stack *s, uintptr_t addr);
 extern size_t weft__pagesize;
 

@@ -9,7 +9,11 @@
  *
  * Guards are installed with madvise(MADV_GUARD_INSTALL) (Linux >= 6.13):
  * no VMA split per stack, so a million stacks fit under vm.max_map_count.
- * On older kernels we fall back to mprotect(PROT_NONE) and say so once.
+ * A new slab gets the guards of all its slots in one process_madvise()
+ * call (an iovec per slot), where the kernel takes MADV_GUARD_INSTALL
+ * there; otherwise each slot is guarded when it is carved. On kernels
+ * without guard markers we fall back to mprotect(PROT_NONE) and say so
+ * once.
  * A guard is 64 KiB rather than one page so that a frame of up to 64 KiB
  * that skips the bottom of a stack still faults instead of silently
  * writing into the neighbouring slot.
@@ -30,6 +34,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "runtime.h"
@@ -39,7 +45,7 @@
 #define MADV_GUARD_INSTALL 102
 #endif
 
-#define GUARD_SIZE ((size_t)64 * 1024)
+#define GUARD_SIZE WEFT__GUARD
 #define SLAB_SLOTS 64
 
 struct slab {
@@ -47,18 +53,49 @@ struct slab {
     uintptr_t base;
     size_t len;
     int used;
+    bool guarded; /* every slot's guard installed at creation */
 };
 
 size_t weft__pagesize;
 static wlock slablock;
 static struct slab *slabs; /* slablock */
 static _Atomic int guardmode; /* 0 unknown, 1 madvise, 2 mprotect */
+static int pidfd = -1;        /* for process_madvise; -1: not usable */
 
 static const size_t slotsize = GUARD_SIZE + WEFT_STACK_DEFAULT;
 
 void weft__stack_init(void)
 {
     weft__pagesize = (size_t)sysconf(_SC_PAGESIZE);
+#if defined(SYS_pidfd_open) && defined(SYS_process_madvise)
+    if (pidfd < 0 && !weft__vg_on)
+        pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+#endif
+}
+
+/* guardslab - install every slot's guard of a new slab in one call. */
+static bool guardslab(uintptr_t base)
+{
+#if defined(SYS_process_madvise)
+    if (pidfd < 0)
+        return false;
+    struct iovec iov[SLAB_SLOTS];
+    for (int i = 0; i < SLAB_SLOTS; i++) {
+        iov[i].iov_base = (void *)(base + (size_t)i * slotsize);
+        iov[i].iov_len = GUARD_SIZE;
+    }
+    long r = syscall(SYS_process_madvise, pidfd, iov, SLAB_SLOTS,
+                     MADV_GUARD_INSTALL, 0);
+    if (r == (long)(GUARD_SIZE * SLAB_SLOTS))
+        return true;
+    /* Older kernel: no guard markers through process_madvise. Stop
+     * trying; slots are guarded one by one. */
+    close(pidfd);
+    pidfd = -1;
+#else
+    (void)base;
+#endif
+    return false;
 }
 
 /* guard - make [addr, addr+len) fault on access. */
@@ -96,7 +133,7 @@ int weft__stack_alloc(struct stack *s, size_t size)
 {
     size = (size + weft__pagesize - 1) & ~(weft__pagesize - 1);
     memset(s, 0, sizeof *s);
-    s->guard = GUARD_SIZE;
+    uintptr_t base;
     if (size == WEFT_STACK_DEFAULT) {
         weft__lock(&slablock);
         struct slab *sl = slabs;
@@ -116,24 +153,31 @@ int weft__stack_alloc(struct stack *s, size_t size)
             sl->base = (uintptr_t)p;
             sl->len = len;
             sl->used = 0;
+            sl->guarded = guardslab(sl->base);
             sl->next = slabs;
             slabs = sl;
         }
-        s->base = sl->base + (size_t)sl->used++ * slotsize;
+        base = sl->base + (size_t)sl->used++ * slotsize;
+        bool guarded = sl->guarded;
         weft__unlock(&slablock);
         s->slab = true;
+        s->lo = base + GUARD_SIZE;
+        s->hi = s->lo + size;
+        if (guarded)
+            return 0;
     } else {
         void *p = map(GUARD_SIZE + size);
         if (p == NULL)
             return WEFT_ENOMEM;
-        s->base = (uintptr_t)p;
+        base = (uintptr_t)p;
     }
-    s->lo = s->base + GUARD_SIZE;
+    s->lo = base + GUARD_SIZE;
     s->hi = s->lo + size;
-    int err = guard(s->base, GUARD_SIZE);
+    int err = guard(base, GUARD_SIZE);
     if (err < 0) {
         if (!s->slab)
-            munmap((void *)s->base, GUARD_SIZE + size);
+            munmap((void *)base, GUARD_SIZE + size);
+        s->lo = s->hi = 0;
         return err;
     }
     return 0;
@@ -143,9 +187,9 @@ int weft__stack_alloc(struct stack *s, size_t size)
  * slab by weft__stack_fini (invariant 1). */
 void weft__stack_free(struct stack *s)
 {
-    if (!s->slab && s->base != 0)
-        munmap((void *)s->base, s->hi - s->base);
-    s->base = s->lo = s->hi = 0;
+    if (!s->slab && s->lo != 0)
+        munmap((void *)(s->lo - GUARD_SIZE), s->hi - s->lo + GUARD_SIZE);
+    s->lo = s->hi = 0;
 }
 
 /* weft__stack_trim - give back the memory of all but the top page. */
@@ -158,11 +202,20 @@ void weft__stack_trim(struct stack *s)
 
 bool weft__stack_guard_hit(const struct stack *s, uintptr_t addr)
 {
-    return s->base != 0 && addr >= s->base && addr < s->lo;
+    return s->lo != 0 && addr >= s->lo - GUARD_SIZE && addr < s->lo;
 }
 
-void weft__stack_fini(void)
+/* weft__stack_fini - release the runtime's stack resources; the slabs
+ * only if unmap (not when a G abandoned in a syscall may still use its
+ * stack). */
+void weft__stack_fini(bool unmap)
 {
+    if (pidfd >= 0) {
+        close(pidfd);
+        pidfd = -1;
+    }
+    if (!unmap)
+        return;
     weft__lock(&slablock);
     while (slabs != NULL) {
         struct slab *sl = slabs;

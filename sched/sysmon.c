@@ -108,11 +108,11 @@ static void trimstacks(int64_t now, int64_t minage)
         return;
     struct g *tail = NULL;
     for (struct g *gp = list; gp != NULL; gp = gp->schedlink) {
-        /* trimmedat < 0: freed at -trimmedat and not trimmed since. */
-        if (gp->trimmedat < 0 && now + gp->trimmedat >= minage &&
-            gp->stk.base != 0) {
+        /* waitsince < 0: freed at -waitsince, not trimmed since. */
+        if (gp->waitsince < 0 && now + gp->waitsince >= minage &&
+            gp->stk.lo != 0) {
             weft__stack_trim(&gp->stk);
-            gp->trimmedat = now;
+            gp->waitsince = 0;
         }
         tail = gp;
     }
