@@ -336,7 +336,7 @@ static struct g *malg(size_t size, int *err)
     return gp;
 }
 
-/* gfput - put dead gp on pp's free list, spilling half to the global
+/* gfput - put dead gp on pp's free list, moving one batch to the global
  * list when full. Gs with custom stacks give the stack back now. */
 static void gfput(struct p *pp, struct g *gp)
 {
@@ -349,44 +349,41 @@ static void gfput(struct p *pp, struct g *gp)
     pp->gfree = gp;
     if (++pp->gfreecnt < GFREE_MAX)
         return;
-    struct g *head = NULL, *tail = NULL;
-    int32_t n = 0;
+    /* The Gs just freed here are hot in this core's cache: walk them. */
     int64_t now = LOAD(&weft__coarsenow);
-    while (pp->gfreecnt > GFREE_MAX / 2) {
-        struct g *g1 = pp->gfree;
-        pp->gfree = g1->schedlink;
-        pp->gfreecnt--;
-        g1->waitsince = -now; /* freed at, not trimmed (sysmon.c) */
-        g1->schedlink = NULL;
-        if (tail)
-            tail->schedlink = g1;
-        else
-            head = g1;
-        tail = g1;
-        n++;
+    struct g *head = pp->gfree, *tail = head;
+    tail->waitsince = -now; /* freed at, not trimmed (sysmon.c) */
+    for (int i = 1; i < GFREE_BATCH; i++) {
+        tail = tail->schedlink;
+        tail->waitsince = -now;
     }
+    pp->gfree = tail->schedlink;
+    pp->gfreecnt -= GFREE_BATCH;
+    tail->schedlink = NULL;
     weft__lock(&weft__sched.gflock);
-    tail->schedlink = weft__sched.gfree;
+    head->nextbatch = weft__sched.gfree;
     weft__sched.gfree = head;
-    STORE(&weft__sched.ngfree, LOAD(&weft__sched.ngfree) + n);
+    STORE(&weft__sched.ngfree, LOAD(&weft__sched.ngfree) + GFREE_BATCH);
     weft__unlock(&weft__sched.gflock);
 }
 
-/* gfget - a dead G with a default-size stack, from pp's list or the
- * global one, or NULL. */
+/* gfget - a dead G with a default-size stack, from pp's list or a batch
+ * of the global one, or NULL. */
 static struct g *gfget(struct p *pp)
 {
     if (pp->gfree == NULL && LOAD(&weft__sched.ngfree) > 0) {
         weft__lock(&weft__sched.gflock);
-        while (pp->gfreecnt < GFREE_MAX / 2 && weft__sched.gfree != NULL) {
-            struct g *g1 = weft__sched.gfree;
-            weft__sched.gfree = g1->schedlink;
-            STORE(&weft__sched.ngfree, LOAD(&weft__sched.ngfree) - 1);
-            g1->schedlink = pp->gfree;
-            pp->gfree = g1;
-            pp->gfreecnt++;
+        struct g *b = weft__sched.gfree;
+        if (b != NULL) {
+            weft__sched.gfree = b->nextbatch;
+            STORE(&weft__sched.ngfree,
+                  LOAD(&weft__sched.ngfree) - GFREE_BATCH);
         }
         weft__unlock(&weft__sched.gflock);
+        if (b != NULL) {
+            pp->gfree = b;
+            pp->gfreecnt = GFREE_BATCH;
+        }
     }
     struct g *gp = pp->gfree;
     if (gp == NULL)

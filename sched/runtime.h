@@ -199,7 +199,11 @@ struct g {
                             * until sysmon trims its stack, then 0 */
     struct m *_Atomic m;   /* M running it, or NULL */
     weft_fn fn;
-    void *arg;
+    union {
+        void *arg;           /* alive: fn's argument */
+        struct g *nextbatch; /* dead, heading a global free batch: the
+                              * next batch (gflock) */
+    };
     struct g *schedlink;   /* run queue / free list link, per owner */
     struct timer timer;    /* sleep timer */
     void *asan_fake;       /* sanitizer fiber state */
@@ -212,6 +216,7 @@ struct g {
 
 #define RUNQ_SIZE 256
 #define GFREE_MAX 64
+#define GFREE_BATCH (GFREE_MAX / 2) /* Gs moved between a P and sched */
 
 struct p {
     int32_t id;                    /* immutable */
@@ -309,7 +314,10 @@ struct schedt {
     note sysmonnote;            /* sysmon's idle sleep */
     _Atomic bool sysmonwait;
 
-    /* Dead Gs with default stacks, shared between Ps. */
+    /* Dead Gs with default stacks, shared between Ps: a stack of
+     * batches of GFREE_BATCH Gs linked through schedlink, the batches
+     * through their first G's nextbatch. A P takes a whole batch without
+     * touching the Gs, whose lines are likely in another core's cache. */
     wlock gflock;
     struct g *gfree;            /* gflock */
     _Atomic int32_t ngfree;     /* gflock writes; read unlocked as a hint */

@@ -94,31 +94,33 @@ static uint32_t retake(int64_t now)
 }
 
 /* trimstacks - trim free Gs' stacks that sat on the global list since at
- * least minage ago. The list is taken whole so the lock is not held
+ * least minage ago. The batches are taken whole so the lock is not held
  * across the madvise calls; spawners meanwhile allocate fresh Gs. */
 static void trimstacks(int64_t now, int64_t minage)
 {
     weft__lock(&weft__sched.gflock);
-    struct g *list = weft__sched.gfree;
+    struct g *batches = weft__sched.gfree;
     int32_t n = LOAD(&weft__sched.ngfree);
     weft__sched.gfree = NULL;
     STORE(&weft__sched.ngfree, 0);
     weft__unlock(&weft__sched.gflock);
-    if (list == NULL)
+    if (batches == NULL)
         return;
-    struct g *tail = NULL;
-    for (struct g *gp = list; gp != NULL; gp = gp->schedlink) {
-        /* waitsince < 0: freed at -waitsince, not trimmed since. */
-        if (gp->waitsince < 0 && now + gp->waitsince >= minage &&
-            gp->stk.lo != 0) {
-            weft__stack_trim(&gp->stk);
-            gp->waitsince = 0;
+    struct g *last = NULL;
+    for (struct g *b = batches; b != NULL; b = b->nextbatch) {
+        for (struct g *gp = b; gp != NULL; gp = gp->schedlink) {
+            /* waitsince < 0: freed at -waitsince, not trimmed since. */
+            if (gp->waitsince < 0 && now + gp->waitsince >= minage &&
+                gp->stk.lo != 0) {
+                weft__stack_trim(&gp->stk);
+                gp->waitsince = 0;
+            }
         }
-        tail = gp;
+        last = b;
     }
     weft__lock(&weft__sched.gflock);
-    tail->schedlink = weft__sched.gfree;
-    weft__sched.gfree = list;
+    last->nextbatch = weft__sched.gfree;
+    weft__sched.gfree = batches;
     STORE(&weft__sched.ngfree, LOAD(&weft__sched.ngfree) + n);
     weft__unlock(&weft__sched.gflock);
 }
