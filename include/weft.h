@@ -119,7 +119,10 @@ typedef struct weft_go_opts_t {
  * weft_go_opts - the same with options (opts may be NULL).
  *
  * The new coroutine is runnable at once and usually runs next on this P
- * (the caller goes on first). When fn returns, the coroutine ends.
+ * (the caller goes on first). When fn returns, the coroutine ends. A
+ * caller whose P already has a full run queue (256) yields once after
+ * spawning, so its children run and hand their stacks back before it
+ * spawns more: a spawn loop never builds an unbounded backlog of stacks.
  * Returns the new coroutine's id (> 0, never reused), or WEFT_EINVAL (fn is
  * NULL, stack size out of range), WEFT_ENOMEM (no memory for its stack),
  * WEFT_ENOTCORO (not called from a coroutine). Does not block, but honours
