@@ -1308,6 +1308,20 @@ static void joinall(struct m *self)
     }
 }
 
+/* teardown - give the calling thread back as it was and free the
+ * runtime. No other M or sysmon may be running. */
+static void teardown(struct m *m0, const stack_t *oldss)
+{
+    weft__signals_restore();
+    sigaltstack(oldss, NULL);
+    tls_m = NULL;
+    freeall(m0);
+    weft__sigstack_fini(m0);
+    free(m0);
+    weft__netpoll_close();
+    STORE(&running, false);
+}
+
 WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg)
 {
     if (fn == NULL)
@@ -1370,16 +1384,8 @@ WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg)
     int64_t id = newproc(m0->p, 0, runmain, &ma, WEFT_STACK_DEFAULT, NULL,
                          (uintptr_t)__builtin_return_address(0));
     if (id < 0 || (err = weft__sysmon_start()) < 0) {
-        err = id < 0 ? (int)id : err;
-        weft__signals_restore();
-        sigaltstack(&oldss, NULL);
-        tls_m = NULL;
-        freeall(m0);
-        weft__sigstack_fini(m0);
-        free(m0);
-        weft__netpoll_close();
-        STORE(&running, false);
-        return err;
+        teardown(m0, &oldss);
+        return id < 0 ? (int)id : err;
     }
     mainstarted = true;
 
@@ -1393,14 +1399,7 @@ WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg)
     joinall(m0);
     weft__sysmon_stop();
     int result = weft__sched.mainresult;
-    weft__signals_restore();
-    sigaltstack(&oldss, NULL);
-    tls_m = NULL;
-    freeall(m0);
-    weft__sigstack_fini(m0);
-    free(m0);
-    weft__netpoll_close();
-    STORE(&running, false);
+    teardown(m0, &oldss);
     return result;
 
 failnp:
