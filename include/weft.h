@@ -53,10 +53,14 @@ extern "C" {
 #define WEFT_EBUSY (-EBUSY)
 #define WEFT_ETIMEDOUT (-ETIMEDOUT)
 #define WEFT_ECANCELED (-ECANCELED)
+#define WEFT_EDEADLK (-EDEADLK)
 /* The call must be made from a weft coroutine, and was not. */
 #define WEFT_ENOTCORO (-4001)
 /* The runtime is not running (weft_main() has not started or has ended). */
 #define WEFT_ENORUNTIME (-4002)
+/* The channel is closed: a send or close on a closed channel, or a receive
+ * on a closed and drained one. */
+#define WEFT_ECLOSED (-4003)
 
 /*
  * weft_strerror - a one-line English description of err (a negative code).
@@ -198,6 +202,195 @@ WEFT_EXTERN int weft_syscall_exit(void);
  * simply called. fn must not be NULL (returns WEFT_EINVAL).
  */
 WEFT_EXTERN intptr_t weft_blocking(intptr_t (*fn)(void *arg), void *arg);
+
+/* -------------------------------------------------------------- channels */
+
+/*
+ * weft_chan_t - Go's channel: a FIFO of fixed-size elements, unbuffered
+ * (cap 0: a send waits for a receiver) or buffered. Safe from any number
+ * of coroutines on any threads.
+ *
+ * Lifetime: weft_chan_new() returns a channel holding one reference.
+ * weft_chan_free() closes it if it is still open (waking every blocked
+ * sender with WEFT_ECLOSED and every receiver, which drain the buffer
+ * first) and drops that reference; the memory goes when the last
+ * operation still running on it has returned. So freeing a channel others
+ * are blocked on is safe. Using the pointer after weft_chan_free() returned
+ * is a use-after-free; weft catches it when it can (WEFT_EINVAL) but cannot
+ * always. A NULL channel gets WEFT_EINVAL from every call (in weft_select a
+ * NULL channel is a case that is never ready, as a nil channel in Go).
+ */
+typedef struct weft_chan weft_chan_t;
+
+/* weft_chan_new - a channel of elements of elemsize bytes (1..65536) and
+ * capacity cap (0..2^31). Returns 0 and *out, or WEFT_EINVAL, WEFT_ENOMEM.
+ * Any thread. */
+WEFT_EXTERN int weft_chan_new(weft_chan_t **out, size_t elemsize, size_t cap);
+/* weft_chan_free - close (if open) and drop the creator's reference.
+ * Returns 0 or WEFT_EINVAL. Never blocks. */
+WEFT_EXTERN int weft_chan_free(weft_chan_t *c);
+
+/*
+ * weft_chan_send - copy *elem into the channel, blocking until a receiver
+ * takes it or there is buffer room (wait reason "chan send").
+ * Returns 0, WEFT_ECLOSED (closed before or while waiting: the value was
+ * not sent), WEFT_ETIMEDOUT (_dl: deadline passed), WEFT_EAGAIN (try: it
+ * would block), WEFT_EINVAL, WEFT_ENOTCORO (blocking forms outside a
+ * coroutine; trysend works from any thread).
+ */
+WEFT_EXTERN int weft_chan_send(weft_chan_t *c, const void *elem);
+WEFT_EXTERN int weft_chan_send_dl(weft_chan_t *c, const void *elem,
+                                  int64_t deadline);
+WEFT_EXTERN int weft_chan_trysend(weft_chan_t *c, const void *elem);
+
+/*
+ * weft_chan_recv - take the next element into *elem (elem may be NULL to
+ * discard it), blocking until there is one (wait reason "chan receive").
+ * Returns 0, WEFT_ECLOSED (closed and drained: *elem is zeroed),
+ * WEFT_ETIMEDOUT, WEFT_EAGAIN (try), WEFT_EINVAL, WEFT_ENOTCORO.
+ */
+WEFT_EXTERN int weft_chan_recv(weft_chan_t *c, void *elem);
+WEFT_EXTERN int weft_chan_recv_dl(weft_chan_t *c, void *elem,
+                                  int64_t deadline);
+WEFT_EXTERN int weft_chan_tryrecv(weft_chan_t *c, void *elem);
+
+/* weft_chan_close - no more sends: blocked senders get WEFT_ECLOSED,
+ * blocked receivers drain then get WEFT_ECLOSED. Returns 0, WEFT_ECLOSED
+ * (already closed), WEFT_EINVAL. Never blocks. */
+WEFT_EXTERN int weft_chan_close(weft_chan_t *c);
+
+/* weft_chan_len / weft_chan_cap - elements buffered / capacity; 0 for
+ * NULL. A snapshot: others may change it at once. */
+WEFT_EXTERN size_t weft_chan_len(weft_chan_t *c);
+WEFT_EXTERN size_t weft_chan_cap(weft_chan_t *c);
+
+/* ---------------------------------------------------------------- select */
+
+enum { WEFT_SEND = 1, WEFT_RECV = 2 };
+
+typedef struct weft_select_case {
+    weft_chan_t *chan; /* NULL: this case is never ready */
+    int op;            /* WEFT_SEND or WEFT_RECV */
+    void *elem;        /* send: the value; recv: where to put it, or NULL */
+    int result;        /* out, for the chosen case: 0 or WEFT_ECLOSED */
+} weft_select_case_t;
+
+/*
+ * weft_select - wait until one of the n cases can proceed, do it, and
+ * return its index. When several are ready one is chosen uniformly at
+ * random (Go's select). The chosen case's result is 0, or WEFT_ECLOSED
+ * (a receive from a closed, drained channel: elem zeroed; a send to a
+ * closed channel: nothing sent). n == 0 blocks forever (wait reason
+ * "select (no cases)"; only shutdown ends it).
+ * weft_select_dl - the same, or WEFT_ETIMEDOUT once deadline passes.
+ * weft_tryselect - Go's select with a default case: WEFT_EAGAIN if no
+ * case is ready now. Any thread.
+ * Errors: WEFT_EINVAL (cases NULL with n > 0, bad op, n > 65536),
+ * WEFT_ENOTCORO (blocking forms outside a coroutine).
+ */
+WEFT_EXTERN int weft_select(weft_select_case_t *cases, size_t n);
+WEFT_EXTERN int weft_select_dl(weft_select_case_t *cases, size_t n,
+                               int64_t deadline);
+WEFT_EXTERN int weft_tryselect(weft_select_case_t *cases, size_t n);
+
+/* ------------------------------------------------------------------ sync */
+
+/*
+ * Sync objects are caller-allocated and need no destruction: declare them
+ * with their static initializer (or zero them) and use them. They park
+ * coroutines, never threads. Blocking calls need a coroutine
+ * (WEFT_ENOTCORO otherwise); the try and release calls work anywhere.
+ * NULL gets WEFT_EINVAL.
+ */
+
+/* weft_mutex_t - Go's sync.Mutex: brief spinning, then parking; a waiter
+ * that has waited 1 ms switches the mutex to FIFO hand-off (starvation
+ * mode) until the queue drains, so nobody starves. Not recursive. */
+typedef struct weft_mutex {
+    uint64_t opaque_[3];
+} weft_mutex_t;
+#define WEFT_MUTEX_INIT {{0, 0, 0}}
+
+/* weft_mutex_lock - acquire (wait reason "sync.Mutex.Lock"). Returns 0,
+ * WEFT_ETIMEDOUT (_dl), WEFT_EAGAIN (try), WEFT_EINVAL, WEFT_ENOTCORO, or
+ * WEFT_EDEADLK: waiting would close a wait-for cycle (the holder of mu
+ * waits, through a chain of holders, for a mutex the caller holds), which
+ * no one could ever undo. weft then prints the coroutines of the cycle on
+ * stderr and the caller does not wait; the runtime goes on. */
+WEFT_EXTERN int weft_mutex_lock(weft_mutex_t *mu);
+WEFT_EXTERN int weft_mutex_lock_dl(weft_mutex_t *mu, int64_t deadline);
+WEFT_EXTERN int weft_mutex_trylock(weft_mutex_t *mu);
+/* weft_mutex_unlock - release; may be called by another coroutine than
+ * the locker (as in Go). WEFT_EPERM if it is not locked. */
+WEFT_EXTERN int weft_mutex_unlock(weft_mutex_t *mu);
+
+/* weft_rwmutex_t - Go's sync.RWMutex: many readers or one writer; a
+ * waiting writer blocks new readers, so writers are not starved. */
+typedef struct weft_rwmutex {
+    uint64_t opaque_[6];
+} weft_rwmutex_t;
+#define WEFT_RWMUTEX_INIT {{0, 0, 0, 0, 0, 0}}
+
+WEFT_EXTERN int weft_rwmutex_rlock(weft_rwmutex_t *rw);
+WEFT_EXTERN int weft_rwmutex_rlock_dl(weft_rwmutex_t *rw, int64_t deadline);
+WEFT_EXTERN int weft_rwmutex_tryrlock(weft_rwmutex_t *rw);
+WEFT_EXTERN int weft_rwmutex_runlock(weft_rwmutex_t *rw); /* EPERM */
+WEFT_EXTERN int weft_rwmutex_lock(weft_rwmutex_t *rw);
+WEFT_EXTERN int weft_rwmutex_lock_dl(weft_rwmutex_t *rw, int64_t deadline);
+WEFT_EXTERN int weft_rwmutex_trylock(weft_rwmutex_t *rw);
+WEFT_EXTERN int weft_rwmutex_unlock(weft_rwmutex_t *rw); /* EPERM */
+
+/* weft_cond_t - Go's sync.Cond. wait atomically unlocks mu and parks
+ * (wait reason "sync.Cond.Wait"), then relocks mu before returning, also
+ * on timeout (WEFT_ETIMEDOUT). signal wakes one waiter, broadcast all;
+ * both work from any thread and return 0 or WEFT_EINVAL. */
+typedef struct weft_cond {
+    uint64_t opaque_[4];
+} weft_cond_t;
+#define WEFT_COND_INIT {{0, 0, 0, 0}}
+
+WEFT_EXTERN int weft_cond_wait(weft_cond_t *cv, weft_mutex_t *mu);
+WEFT_EXTERN int weft_cond_wait_dl(weft_cond_t *cv, weft_mutex_t *mu,
+                                  int64_t deadline);
+WEFT_EXTERN int weft_cond_signal(weft_cond_t *cv);
+WEFT_EXTERN int weft_cond_broadcast(weft_cond_t *cv);
+
+/* weft_waitgroup_t - Go's sync.WaitGroup. add(delta) may be negative;
+ * the counter going below zero is WEFT_EINVAL (and leaves it unchanged).
+ * wait parks until the counter is zero (wait reason
+ * "sync.WaitGroup.Wait"). */
+typedef struct weft_waitgroup {
+    uint64_t opaque_[2];
+} weft_waitgroup_t;
+#define WEFT_WAITGROUP_INIT {{0, 0}}
+
+WEFT_EXTERN int weft_waitgroup_add(weft_waitgroup_t *wg, int64_t delta);
+WEFT_EXTERN int weft_waitgroup_done(weft_waitgroup_t *wg);
+WEFT_EXTERN int weft_waitgroup_wait(weft_waitgroup_t *wg);
+WEFT_EXTERN int weft_waitgroup_wait_dl(weft_waitgroup_t *wg,
+                                       int64_t deadline);
+
+/* weft_once_t - Go's sync.Once: weft_once_do runs fn(arg) exactly once
+ * over all callers; the others wait until it has returned. */
+typedef struct weft_once {
+    uint64_t opaque_[4];
+} weft_once_t;
+#define WEFT_ONCE_INIT {{0, 0, 0, 0}}
+
+WEFT_EXTERN int weft_once_do(weft_once_t *once, weft_fn fn, void *arg);
+
+/* weft_sem_t - a counting semaphore. acquire takes one unit, parking
+ * while there is none (wait reason "semacquire"); release adds n >= 1
+ * and wakes waiters in FIFO order. WEFT_SEM_INIT(n) starts with n. */
+typedef struct weft_sem {
+    uint64_t opaque_[2];
+} weft_sem_t;
+#define WEFT_SEM_INIT(n) {{(uint64_t)(n), 0}}
+
+WEFT_EXTERN int weft_sem_acquire(weft_sem_t *s);
+WEFT_EXTERN int weft_sem_acquire_dl(weft_sem_t *s, int64_t deadline);
+WEFT_EXTERN int weft_sem_tryacquire(weft_sem_t *s);
+WEFT_EXTERN int weft_sem_release(weft_sem_t *s, uint32_t n);
 
 #ifdef __cplusplus
 }

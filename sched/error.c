@@ -14,11 +14,13 @@
     X(EAGAIN, "resource temporarily unavailable")                              \
     X(EBUSY, "resource busy")                                                  \
     X(ETIMEDOUT, "timed out")                                                  \
-    X(ECANCELED, "operation canceled")
+    X(ECANCELED, "operation canceled")                                        \
+    X(EDEADLK, "deadlock: waiting would close a wait-for cycle")
 
 #define WEFT_OWN_LIST(X)                                                       \
     X(ENOTCORO, "not called from a weft coroutine")                            \
-    X(ENORUNTIME, "the weft runtime is not running")
+    X(ENORUNTIME, "the weft runtime is not running")                          \
+    X(ECLOSED, "channel closed")
 
 WEFT_EXTERN const char *weft_strerror(int err)
 {

@@ -165,14 +165,18 @@ void weft__ctx_make(struct ctx *c, uintptr_t hi, void (*entry)(void *),
 
 struct p;
 struct timer;
-typedef void (*timer_fn)(struct timer *t, int64_t now);
+/* f(arg, seq, now): arg and seq as they were when the timer was armed,
+ * copied under the heap lock as it fires, so a timer re-armed while an
+ * earlier firing is still in flight cannot confuse that firing. */
+typedef void (*timer_fn)(void *arg, uint64_t seq, int64_t now);
 
 /* A timer lives inside its owner (a G, a poll descriptor). It is on at
  * most one P's heap; fields are guarded by that P's timerlock. */
 struct timer {
     int64_t when;     /* timerlock */
-    timer_fn f;       /* immutable while queued */
-    void *arg;        /* immutable while queued */
+    timer_fn f;       /* set before timer_add, immutable while queued */
+    void *arg;        /* set before timer_add, immutable while queued */
+    uint64_t seq;     /* set before timer_add, immutable while queued */
     struct p *_Atomic pp; /* timerlock of pp: heap holding it, or NULL */
     int32_t idx;      /* timerlock: index in pp->timers, -1 if none */
 };
@@ -205,12 +209,97 @@ struct g {
                               * next batch (gflock) */
     };
     struct g *schedlink;   /* run queue / free list link, per owner */
-    struct timer timer;    /* sleep timer */
+    struct timer timer;    /* sleep / wait deadline timer */
+    _Atomic uint64_t waitstate; /* park.c: seq << 2 | WS_* of its wait */
     void *asan_fake;       /* sanitizer fiber state */
     void *tsan_fiber;
     unsigned vg_stack;     /* valgrind stack id */
     char *name;            /* immutable while alive; malloc'd or NULL */
 };
+
+/* ---------------------------------------------------------------- waits */
+
+/*
+ * A G waiting on a queue (Go's sudog). It lives on the waiting G's stack
+ * for one wait; fields other than g/seq are guarded by the lock of the
+ * queue it is on. park.c has the protocol; in short:
+ *  1. The waiter calls weft__wait_prepare (new seq), queues its sudog(s)
+ *     under the object's lock, and weft__wait_park()s with an unlock
+ *     function that releases that lock after the switch.
+ *  2. A waker, holding the lock, dequeues a sudog and calls
+ *     weft__wait_claim(s): on true it owns the wake-up (fill in results,
+ *     then weft__ready), on false the waiter is already woken or timing
+ *     out: skip it.
+ *  3. The deadline timer claims the same way; the timed-out waiter then
+ *     retakes the lock and removes its sudog(s) if still queued.
+ */
+struct sudog {
+    struct g *g;
+    uint64_t seq;               /* the wait it belongs to */
+    struct sudog *next, *prev;  /* queue lock */
+    void *elem;                 /* chan: value to send / where to receive */
+    void *obj;                  /* the object waited on (chan, sema addr) */
+    int32_t idx;                /* select: case index */
+    bool queued;                /* queue lock: on a waitq now */
+    bool success;               /* set by the claiming waker: op done */
+    uint32_t ticket;            /* free for the object's own use */
+};
+
+struct waitq {
+    struct sudog *first, *last;
+};
+
+enum { WS_WAITING = 0, WS_WOKEN = 1, WS_TIMEDOUT = 2 };
+
+static inline void weft__waitq_push(struct waitq *q, struct sudog *s)
+{
+    s->next = NULL;
+    s->prev = q->last;
+    if (q->last != NULL)
+        q->last->next = s;
+    else
+        q->first = s;
+    q->last = s;
+    s->queued = true;
+}
+
+static inline void weft__waitq_remove(struct waitq *q, struct sudog *s)
+{
+    if (!s->queued)
+        return;
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        q->first = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    else
+        q->last = s->prev;
+    s->next = s->prev = NULL;
+    s->queued = false;
+}
+
+static inline struct sudog *weft__waitq_pop(struct waitq *q)
+{
+    struct sudog *s = q->first;
+    if (s != NULL)
+        weft__waitq_remove(q, s);
+    return s;
+}
+
+/* park.c */
+uint64_t weft__wait_prepare(struct g *gp);
+int weft__wait_park(int reason, int64_t deadline, void (*unlock)(void *),
+                    void *arg);
+bool weft__wait_claim(struct sudog *s);
+
+/* Contention hook: NULL unless a block or mutex profile is on; one
+ * predictable branch per wait otherwise. unlocker: the G that released
+ * a mutex the waiter wanted, NULL for other waits. */
+typedef void (*weft__contention_fn)(struct g *gp, int reason, int64_t start,
+                                    int64_t end, const void *obj,
+                                    struct g *unlocker);
+extern weft__contention_fn weft__contention_hook;
 
 /* ------------------------------------------------------------------- P */
 

@@ -15,6 +15,8 @@
  *     heaps, so a deleter locks t->pp and rechecks it.
  *  2. A timer is removed from its heap before its function runs; a
  *     delete that finds it gone returns false (it ran or is running).
+ *     The firing copies f, arg and seq under the lock first: the owner
+ *     may re-arm the timer while the old firing is still in flight.
  *  3. Adding a timer earlier than the netpoll sleeper's wake-up breaks
  *     that sleep (wakenetpoller), so no timer fires late for want of a
  *     thread.
@@ -142,9 +144,12 @@ int64_t weft__checktimers(struct p *pp, int64_t now)
     weft__lock(&pp->timerlock);
     while (pp->ntimers > 0 && pp->timers[0]->when <= now) {
         struct timer *t = pp->timers[0];
+        timer_fn f = t->f;
+        void *arg = t->arg;
+        uint64_t seq = t->seq;
         removeat(pp, 0);
         weft__unlock(&pp->timerlock);
-        t->f(t, now);
+        f(arg, seq, now); /* t may be re-armed from here on */
         weft__lock(&pp->timerlock);
     }
     next = LOAD(&pp->timer0when);
@@ -178,10 +183,12 @@ void weft__timers_free(struct p *pp)
 
 /* ----------------------------------------------------------------- sleep */
 
-static void sleepfire(struct timer *t, int64_t now)
+/* Only its own timer wakes a sleeper, so a firing cannot be stale. */
+static void sleepfire(void *arg, uint64_t seq, int64_t now)
 {
+    (void)seq;
     (void)now;
-    weft__ready(t->arg);
+    weft__ready(arg);
 }
 
 /* Runs after the G's context is saved, so the timer cannot fire (on
