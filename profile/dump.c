@@ -153,6 +153,16 @@ _Noreturn void weft__throw(const char *msg)
     abort();
 }
 
+/* weft__fatal_deadlock - Go's report when no G can ever run again. */
+_Noreturn void weft__fatal_deadlock(void)
+{
+    struct out o = {.fd = 2};
+    puts_(&o, "fatal error: all goroutines are asleep - deadlock!\n\n");
+    flush(&o);
+    weft__print_gs(2);
+    _exit(2);
+}
+
 /* --------------------------------------------------------------- signals */
 
 static const int fatalsigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};

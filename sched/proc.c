@@ -760,6 +760,28 @@ void weft__startm(struct p *pp, bool spinning)
     weft__notewakeup(&nmp->park);
 }
 
+/* checkdead - Go's deadlock check, run as an M goes idle: if every M is
+ * idle (none runs a G, none is in a syscall, none sleeps in the poller)
+ * and no G is queued, no timer is pending and nobody waits for I/O, then
+ * nothing inside the runtime can ever make a G runnable again. Parked Gs
+ * are stuck for good: report them all and exit, as Go does. (A thread
+ * outside the runtime could still wake one through a try/release call;
+ * weft does not count such threads, as Go does not count C threads.)
+ * Caller holds sched.lock. */
+static void checkdead(void)
+{
+    if (!mainstarted || LOAD(&weft__sched.exiting) ||
+        weft__sched.nmidle != weft__sched.mcount ||
+        LOAD(&weft__sched.runqsize) > 0 || weft__netpoll_waiters())
+        return;
+    for (int32_t i = 0; i < weft__gomaxprocs; i++) {
+        struct p *pp = weft__allp[i];
+        if (!weft__runqempty(pp) || LOAD(&pp->timer0when) != 0)
+            return;
+    }
+    weft__fatal_deadlock();
+}
+
 /* stopm - park the current M until startm hands it a P (or shutdown). */
 static void stopm(struct m *mp)
 {
@@ -771,6 +793,7 @@ static void stopm(struct m *mp)
     mp->schedlink = weft__sched.midle;
     weft__sched.midle = mp;
     weft__sched.nmidle++;
+    checkdead();
     weft__unlock(&weft__sched.lock);
     weft__notesleep(&mp->park);
     weft__noteclear(&mp->park);

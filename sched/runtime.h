@@ -546,5 +546,6 @@ void weft__signals_restore(void);
 int weft__sigstack_init(struct m *mp);
 void weft__sigstack_fini(struct m *mp);
 void weft__print_gs(int fd);
+_Noreturn void weft__fatal_deadlock(void);
 
 #endif /* WEFT_RUNTIME_H */

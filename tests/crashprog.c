@@ -89,6 +89,42 @@ static int nilderef_main(void *arg)
     return 0;
 }
 
+/* deadlock: every coroutine parks for good (no timer, nothing to wake
+ * them): the runtime must say so and exit 2, as Go does. */
+static void park_forever(void *arg)
+{
+    (void)arg;
+    weft_sleep_until(WEFT_FOREVER);
+}
+
+static int deadlock_main(void *arg)
+{
+    for (int i = 0; i < 3; i++)
+        weft_go(park_forever, NULL);
+    weft_sleep(2 * 1000 * 1000); /* let them park, on any P */
+    printf("parking main\n");
+    fflush(stdout);
+    weft_sleep_until(WEFT_FOREVER);
+    return 0;
+}
+
+/* not a deadlock: everyone sleeps, but on timers, so time will wake
+ * them; main returns 0 after 100 ms. */
+static void nap(void *arg)
+{
+    (void)arg;
+    weft_sleep(50 * 1000 * 1000);
+}
+
+static int sleepers_main(void *arg)
+{
+    for (int i = 0; i < 3; i++)
+        weft_go(nap, NULL);
+    weft_sleep(100 * 1000 * 1000);
+    printf("ok\n");
+    return 0;
+}
+
 static int maxprocs_main(void *arg)
 {
     printf("%d\n", weft_procs());
@@ -127,6 +163,13 @@ int main(int argc, char **argv)
         r = weft_main(overflow_procs2_main, (void *)(uintptr_t)(64 * 1024));
     } else if (strcmp(s, "nilderef") == 0) {
         r = weft_main(nilderef_main, NULL);
+    } else if (strcmp(s, "deadlock") == 0) {
+        r = weft_main(deadlock_main, NULL);
+    } else if (strcmp(s, "deadlock_procs2") == 0) {
+        setenv("WEFTMAXPROCS", "2", 1);
+        r = weft_main(deadlock_main, NULL);
+    } else if (strcmp(s, "sleepers") == 0) {
+        r = weft_main(sleepers_main, NULL);
     } else if (strcmp(s, "maxprocs") == 0) {
         r = weft_main(maxprocs_main, NULL);
     } else if (strcmp(s, "ok") == 0) {

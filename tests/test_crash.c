@@ -92,6 +92,45 @@ TEST(stack_overflow_procs2)
     check_overflow("stackoverflow_procs2", 64 * 1024);
 }
 
+/* ------------------------------------------------------------- deadlock */
+
+static void check_deadlock(const char *scenario)
+{
+    int status = crash(scenario, NULL);
+    show(scenario, status);
+    ASSERT_CONTAINS(out, "parking main");
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 2);
+    ASSERT_CONTAINS(err, "fatal error: all goroutines are asleep - deadlock!");
+    /* every coroutine is listed, main first among the parked ones */
+    ASSERT_CONTAINS(err, "goroutine 1 [sleep]:");
+    int n = 0;
+    for (const char *p = err; (p = strstr(p, "[sleep]:")) != NULL; p++)
+        n++;
+    ASSERT_EQ(n, 4);
+}
+
+TEST(deadlock_reported)
+{
+    check_deadlock("deadlock");
+}
+
+TEST(deadlock_reported_procs2)
+{
+    check_deadlock("deadlock_procs2");
+}
+
+TEST(timer_sleepers_are_not_a_deadlock)
+{
+    int status = crash("sleepers", NULL);
+    show("sleepers", status);
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    ASSERT_CONTAINS(out, "ok");
+    if (strstr(err, "deadlock") != NULL)
+        FAIL("a false deadlock report: %s", err);
+}
+
 TEST(nilderef_is_not_a_stack_overflow)
 {
     int status = crash("nilderef", NULL);
