@@ -101,6 +101,22 @@ typedef void (*weft_fn)(void *arg);
  */
 WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg);
 
+/*
+ * Deadlock detection. When every coroutine is parked with nothing that
+ * could wake it (no timer, no I/O, no thread in a syscall), weft prints
+ * "fatal error: all goroutines are asleep - deadlock!" and every coroutine,
+ * and exits with status 2, as Go does. Threads outside the runtime that
+ * wake coroutines (weft_chan_trysend, weft_sem_release ... from a plain
+ * thread) are invisible to that check: such a thread holds a reference
+ * with weft_external_ref() while it may still wake someone, and drops it
+ * with weft_external_unref(). Once any outside thread has woken a
+ * coroutine, weft also stops reporting deadlocks for the rest of the run.
+ * Both return 0, or WEFT_ENORUNTIME / WEFT_EINVAL (unref without ref).
+ * Any thread, never block.
+ */
+WEFT_EXTERN int weft_external_ref(void);
+WEFT_EXTERN int weft_external_unref(void);
+
 /* ------------------------------------------------------------ coroutines */
 
 /* Options for weft_go_opts(); zero-initialise and set what you need. */

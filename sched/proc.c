@@ -547,6 +547,47 @@ void weft__ready(struct g *gp)
     weft__wakep();
 }
 
+/* weft__ready_any - weft__ready from any thread: a thread with no P (not
+ * an M, or an M in a syscall) queues gp globally and wakes an M. Such a
+ * wake-up also ends deadlock detection (checkdead). */
+void weft__ready_any(struct g *gp)
+{
+    struct m *mp = weft__getm();
+    if (mp != NULL && mp->p != NULL && mp->curg != NULL &&
+        !mp->curg->syscallp) {
+        weft__ready(gp);
+        return;
+    }
+    uint32_t st = G_WAITING;
+    if (!atomic_compare_exchange_strong(&gp->status, &st, G_RUNNABLE))
+        weft__throw("weft: ready - G is not waiting");
+    weft__lock(&weft__sched.lock);
+    STORE(&weft__sched.extwoken, true);
+    weft__globrunqput(gp);
+    weft__unlock(&weft__sched.lock);
+    weft__wakep();
+}
+
+WEFT_EXTERN int weft_external_ref(void)
+{
+    if (!LOAD(&running))
+        return WEFT_ENORUNTIME;
+    atomic_fetch_add(&weft__sched.extrefs, 1);
+    return 0;
+}
+
+WEFT_EXTERN int weft_external_unref(void)
+{
+    if (!LOAD(&running))
+        return WEFT_ENORUNTIME;
+    int32_t n = LOAD(&weft__sched.extrefs);
+    do {
+        if (n <= 0)
+            return WEFT_EINVAL;
+    } while (!atomic_compare_exchange_weak(&weft__sched.extrefs, &n, n - 1));
+    return 0;
+}
+
 WEFT_EXTERN int weft_yield(void)
 {
     struct m *mp = weft__getm();
@@ -764,13 +805,14 @@ void weft__startm(struct p *pp, bool spinning)
  * idle (none runs a G, none is in a syscall, none sleeps in the poller)
  * and no G is queued, no timer is pending and nobody waits for I/O, then
  * nothing inside the runtime can ever make a G runnable again. Parked Gs
- * are stuck for good: report them all and exit, as Go does. (A thread
- * outside the runtime could still wake one through a try/release call;
- * weft does not count such threads, as Go does not count C threads.)
- * Caller holds sched.lock. */
+ * are stuck for good: report them all and exit, as Go does. Threads
+ * outside the runtime could still wake one: they announce themselves
+ * with weft_external_ref(), and once one has woken a G (ready_any) the
+ * check is off for good. Caller holds sched.lock. */
 static void checkdead(void)
 {
     if (!mainstarted || LOAD(&weft__sched.exiting) ||
+        LOAD(&weft__sched.extrefs) > 0 || LOAD(&weft__sched.extwoken) ||
         weft__sched.nmidle != weft__sched.mcount ||
         LOAD(&weft__sched.runqsize) > 0 || weft__netpoll_waiters())
         return;

@@ -400,6 +400,9 @@ struct schedt {
     _Atomic int64_t lastpoll;   /* 0 while an M blocks in netpoll */
     _Atomic int64_t polluntil;  /* when the netpoll sleeper wakes */
 
+    _Atomic int32_t extrefs;    /* weft_external_ref holders */
+    _Atomic bool extwoken;      /* an outside thread readied a G */
+
     note sysmonnote;            /* sysmon's idle sleep */
     _Atomic bool sysmonwait;
 
@@ -444,6 +447,7 @@ uint32_t weft__fastrand(struct m *mp);
 typedef bool (*unlockf)(struct g *gp, void *arg);
 void weft__park(unlockf f, void *arg, int reason);
 void weft__ready(struct g *gp);
+void weft__ready_any(struct g *gp);
 void weft__wakep(void);
 void weft__startm(struct p *pp, bool spinning);
 void weft__handoffp(struct p *pp);

@@ -17,7 +17,9 @@
  */
 #include <stdatomic.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,6 +127,30 @@ static int sleepers_main(void *arg)
     return 0;
 }
 
+/* extref: main parks for good while an outside thread holds an external
+ * reference; no deadlock may be reported before that thread ends the
+ * process. */
+static void *outsider(void *arg)
+{
+    (void)arg;
+    usleep(200 * 1000);
+    printf("outsider done\n");
+    fflush(stdout);
+    _exit(0);
+}
+
+static int extref_main(void *arg)
+{
+    (void)arg;
+    if (weft_external_ref() != 0)
+        return 5;
+    pthread_t t;
+    if (pthread_create(&t, NULL, outsider, NULL) != 0)
+        return 6;
+    weft_sleep_until(WEFT_FOREVER);
+    return 0;
+}
+
 static int maxprocs_main(void *arg)
 {
     printf("%d\n", weft_procs());
@@ -168,6 +194,8 @@ int main(int argc, char **argv)
     } else if (strcmp(s, "deadlock_procs2") == 0) {
         setenv("WEFTMAXPROCS", "2", 1);
         r = weft_main(deadlock_main, NULL);
+    } else if (strcmp(s, "extref") == 0) {
+        r = weft_main(extref_main, NULL);
     } else if (strcmp(s, "sleepers") == 0) {
         r = weft_main(sleepers_main, NULL);
     } else if (strcmp(s, "maxprocs") == 0) {

@@ -131,6 +131,17 @@ TEST(timer_sleepers_are_not_a_deadlock)
         FAIL("a false deadlock report: %s", err);
 }
 
+TEST(external_ref_suppresses_deadlock)
+{
+    int status = crash("extref", NULL);
+    show("extref", status);
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    ASSERT_CONTAINS(out, "outsider done");
+    if (strstr(err, "deadlock") != NULL)
+        FAIL("a deadlock was reported while an external ref was held");
+}
+
 TEST(nilderef_is_not_a_stack_overflow)
 {
     int status = crash("nilderef", NULL);
