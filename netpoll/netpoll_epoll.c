@@ -106,7 +106,9 @@ struct g *weft__netpoll(int64_t delay, int32_t *n)
         return NULL;
     }
     for (int i = 0; i < k; i++) {
-        if (evs[i].data.ptr == &breakfd) {
+        /* Only a sleeping poll consumes a break: a non-blocking look must
+         * not swallow the one meant for the sleeper. */
+        if (evs[i].data.ptr == &breakfd && delay != 0) {
             uint64_t v;
             while (read(breakfd, &v, sizeof v) < 0 && errno == EINTR)
                 ;

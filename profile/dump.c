@@ -107,7 +107,7 @@ static RACY void printg(struct out *o, struct g *gp, int64_t now)
         }
     }
     puts_(o, "]:\n");
-    if (gp->name != NULL) {
+    if (gp->name != NULL && gp->name[0] != '\0') {
         puts_(o, "\tname: ");
         puts_(o, gp->name);
         puts_(o, "\n");

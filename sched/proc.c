@@ -26,7 +26,10 @@
  *   2. The spinning M decrements nmspinning (seq-cst), then rechecks
  *      every P's queue before parking.
  * Either the submitter sees a spinning M, which will find the G, or the M
- * sees the G in its recheck.
+ * sees the G in its recheck. Step 1 has no store-load fence (it would
+ * cost every ready), so on x86 both sides can miss each other; the G is
+ * not lost, it waits on its submitter's queue, and sysmon's stranded-work
+ * check starts a spinner within a tick.
  *
  * Switching (the "after" protocol): a G that yields, parks or exits
  * switches directly to the next G from its P's queue when there is one
@@ -260,6 +263,12 @@ static inline struct g *fastnext(struct p *pp)
  * transition completes. Returns when gp runs again (never if dying). */
 static void leave(struct m *mp, struct g *gp, int after, bool dying)
 {
+    /* A flag sysmon set is honoured by leaving: clear it, or the global
+     * attention word would send every switch through g0 until gp runs
+     * again. */
+    if (unlikely(LOAD(&gp->preempt)) &&
+        atomic_exchange_explicit(&gp->preempt, 0, memory_order_relaxed))
+        attention_add(-1);
     mp->after = after;
     mp->afterg = gp;
     struct g *next = fastnext(mp->p);
@@ -314,22 +323,47 @@ static struct g *allocg(void)
     return gp;
 }
 
-/* malg - a new G descriptor with a stack of size bytes. If the stack
- * cannot be had, the descriptor stays registered, dead and stackless. */
+/* gfput_nostack / gfget_nostack - dead Gs without a stack (their custom
+ * stack was unmapped, or none could be had), for custom-size spawns. */
+static void gfput_nostack(struct g *gp)
+{
+    weft__lock(&weft__sched.gflock);
+    gp->schedlink = weft__sched.gfreenostack;
+    weft__sched.gfreenostack = gp;
+    weft__unlock(&weft__sched.gflock);
+}
+
+static struct g *gfget_nostack(void)
+{
+    weft__lock(&weft__sched.gflock);
+    struct g *gp = weft__sched.gfreenostack;
+    if (gp != NULL)
+        weft__sched.gfreenostack = gp->schedlink;
+    weft__unlock(&weft__sched.gflock);
+    return gp;
+}
+
+/* malg - a G descriptor with a stack of size bytes: a stackless dead one
+ * if there is one, else a new one. */
 static struct g *malg(size_t size, int *err)
 {
-    struct g *gp = allocg();
+    struct g *gp = gfget_nostack();
     if (gp == NULL) {
-        *err = WEFT_ENOMEM;
+        gp = allocg();
+        if (gp == NULL) {
+            *err = WEFT_ENOMEM;
+            return NULL;
+        }
+        gp->timer.idx = -1;
+        STORE(&gp->status, G_DEAD);
+        if (__tsan_create_fiber)
+            gp->tsan_fiber = __tsan_create_fiber(0);
+    }
+    *err = weft__stack_alloc(&gp->stk, size);
+    if (*err < 0) {
+        gfput_nostack(gp); /* reused by a later spawn */
         return NULL;
     }
-    gp->timer.idx = -1;
-    STORE(&gp->status, G_DEAD);
-    if (__tsan_create_fiber)
-        gp->tsan_fiber = __tsan_create_fiber(0);
-    *err = weft__stack_alloc(&gp->stk, size);
-    if (*err < 0)
-        return NULL;
     if (weft__vg_on)
         gp->vg_stack = weft__vg_stack_register((void *)gp->stk.lo,
                                                (void *)gp->stk.hi);
@@ -344,6 +378,8 @@ static void gfput(struct p *pp, struct g *gp)
         if (weft__vg_on)
             weft__vg_stack_deregister(gp->vg_stack);
         weft__stack_free(&gp->stk);
+        gfput_nostack(gp);
+        return;
     }
     gp->schedlink = pp->gfree;
     pp->gfree = gp;
@@ -405,6 +441,21 @@ static struct g *gfget(struct p *pp)
     return gp;
 }
 
+/* setname - copy name (NULL: none) into gp's buffer, which is allocated
+ * once and never freed while the runtime runs: a dump reading it racily
+ * may see a torn name, never freed memory. */
+static void setname(struct g *gp, const char *name)
+{
+    if (name != NULL && gp->name == NULL)
+        gp->name = malloc(G_NAME_MAX); /* NULL: the G stays unnamed */
+    if (gp->name == NULL)
+        return;
+    size_t n = name ? strnlen(name, G_NAME_MAX - 1) : 0;
+    if (n > 0)
+        memcpy(gp->name, name, n);
+    __atomic_store_n(&gp->name[n], '\0', __ATOMIC_RELAXED);
+}
+
 /* newproc - create a runnable G on pp running fn(arg). */
 static int64_t newproc(struct p *pp, int64_t parentid, weft_fn fn, void *arg,
                        size_t stacksize, const char *name, uintptr_t pc)
@@ -428,12 +479,8 @@ static int64_t newproc(struct p *pp, int64_t parentid, weft_fn fn, void *arg,
     gp->waitsince = 0;
     gp->waitreason = WR_ZERO;
     gp->syscallp = false;
-    if (unlikely(gp->name != NULL)) {
-        free(gp->name);
-        gp->name = NULL;
-    }
-    if (name != NULL)
-        gp->name = strndup(name, G_NAME_MAX - 1); /* NULL: unnamed */
+    if (unlikely(name != NULL || gp->name != NULL))
+        setname(gp, name);
     if (unlikely(weft__san_on) && __asan_unpoison_memory_region)
         __asan_unpoison_memory_region((void *)gp->stk.lo,
                                       gp->stk.hi - gp->stk.lo);
@@ -515,6 +562,8 @@ static void gentry(void *arg)
         __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
     runafter(weft__getm());
     gp->fn(gp->arg);
+    if (unlikely(gp->syscallp))
+        weft_syscall_exit(); /* returned inside weft_syscall_enter */
     goexit();
 }
 
@@ -553,8 +602,9 @@ void weft__ready(struct g *gp)
 void weft__ready_any(struct g *gp)
 {
     struct m *mp = weft__getm();
-    if (mp != NULL && mp->p != NULL && mp->curg != NULL &&
-        !mp->curg->syscallp) {
+    /* An M in a syscall still points at the P it may have lost. */
+    if (mp != NULL && mp->p != NULL &&
+        !(mp->curg != NULL && mp->curg->syscallp)) {
         weft__ready(gp);
         return;
     }
@@ -688,7 +738,7 @@ static struct p *releasep(struct m *mp)
 /* Caller holds sched.lock. */
 static void pidleput(struct p *pp)
 {
-    if (!weft__runqempty(pp))
+    if (!weft__runqempty(pp) && !LOAD(&weft__sched.exiting))
         weft__throw("weft: pidleput - P with non-empty run queue");
     pp->link = weft__sched.pidle;
     weft__sched.pidle = pp;
@@ -725,51 +775,62 @@ static struct m *allocm(void)
     return mp;
 }
 
-/* newm - start a thread that runs with pp. On failure pp goes back to the
- * idle list and the work waits for a running M. */
-static void newm(struct p *pp, bool spinning)
+/* pidleput_drain - give back a P that no M will run: its queued Gs go to
+ * the global queue first. Caller holds sched.lock and owns pp. */
+static void pidleput_drain(struct p *pp)
+{
+    for (struct g *gp; (gp = weft__runqget(pp)) != NULL;)
+        weft__globrunqput(gp);
+    pidleput(pp);
+}
+
+/* newm - start a thread that runs with pp. Returns false if it could not:
+ * pp then goes back to the idle list (its Gs to the global queue) and the
+ * work waits for a running M. The M is registered under sched.lock but
+ * its thread is created outside it. */
+static bool newm(struct p *pp, bool spinning)
 {
     struct m *mp = allocm();
-    weft__lock(&weft__sched.lock);
-    if (mp == NULL || LOAD(&weft__sched.exiting)) {
-        pidleput(pp);
+    bool registered = false;
+    if (mp != NULL) {
+        weft__lock(&weft__sched.lock);
+        if (!LOAD(&weft__sched.exiting)) {
+            mp->id = weft__sched.mnext++;
+            mp->alllink = weft__sched.allm;
+            weft__sched.allm = mp;
+            weft__sched.mcount++;
+            registered = true;
+        }
         weft__unlock(&weft__sched.lock);
-        goto fail;
     }
-    mp->id = weft__sched.mnext++;
-    mp->alllink = weft__sched.allm;
-    weft__sched.allm = mp;
-    weft__sched.mcount++;
-    mp->nextp = pp;
-    STORE(&mp->spinning, spinning);
-    STORE(&mp->state, M_RUNNING);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    int err = pthread_create(&mp->thread, &attr, mstart, mp);
-    pthread_attr_destroy(&attr);
-    if (err != 0) {
-        weft__sched.allm = mp->alllink;
-        weft__sched.mcount--;
-        pidleput(pp);
-        weft__unlock(&weft__sched.lock);
+    if (registered) {
+        mp->nextp = pp;
+        STORE(&mp->spinning, spinning);
+        STORE(&mp->state, M_RUNNING);
+        mp->started = true; /* before the thread can reach M_DONE */
+        int err = pthread_create(&mp->thread, NULL, mstart, mp);
+        if (err == 0)
+            return true;
+        mp->started = false;
         static _Atomic bool warned;
         if (!atomic_exchange(&warned, true))
             fprintf(stderr, "weft: cannot create thread: %s\n",
                     strerror(err));
+        /* Stays on allm (joinall may hold it) as a finished M. */
+        weft__lock(&weft__sched.lock);
+        weft__sched.mcount--;
+        weft__unlock(&weft__sched.lock);
+        STOREREL(&mp->state, M_DONE);
+    } else if (mp != NULL) {
         weft__sigstack_fini(mp);
         free(mp);
-        mp = NULL;
-        goto fail;
     }
+    weft__lock(&weft__sched.lock);
+    pidleput_drain(pp);
     weft__unlock(&weft__sched.lock);
-    return;
-fail:
-    if (mp != NULL) {
-        weft__sigstack_fini(mp);
-        free(mp);
-    }
     if (spinning)
         atomic_fetch_sub(&weft__sched.nmspinning, 1);
+    return false;
 }
 
 /* weft__startm - get an M running pp (or any idle P if pp is NULL). With
@@ -1077,6 +1138,14 @@ top:
             return gp;
         goto top;
     }
+    /* Someone else sleeps in the poller. If our earliest timer is before
+     * its wake-up (added since it went to sleep), break its sleep so it
+     * recomputes: otherwise that timer fires only when it wakes. */
+    if (until != 0) {
+        int64_t pu = LOAD(&weft__sched.polluntil);
+        if (pu == 0 || pu > until)
+            weft__netpoll_break();
+    }
     stopm(mp);
     goto top;
 }
@@ -1182,8 +1251,9 @@ WEFT_EXTERN int weft_syscall_enter(void)
     STORE(&gp->status, G_SYSCALL);
     mp->oldp = pp;
     STORE(&pp->syscalltick, LOAD(&pp->syscalltick) + 1);
-    STORE(&mp->state, M_SYSCALL);
     STOREREL(&pp->status, P_SYSCALL);
+    /* Last: from here shutdown may abandon this M (joinall). */
+    atomic_store(&mp->state, M_SYSCALL);
     return 0;
 }
 
@@ -1207,6 +1277,9 @@ WEFT_EXTERN int weft_syscall_exit(void)
     mp->oldp = NULL;
     uint32_t ps = P_SYSCALL;
     if (atomic_compare_exchange_strong(&pp->status, &ps, P_RUNNING)) {
+        /* The P may have been retaken and re-entered a syscall under
+         * another M meanwhile (ABA): it is ours now either way. */
+        STOREREL(&pp->m, mp);
         STORE(&gp->status, G_RUNNING);
         if (unlikely(attention() != 0))
             honourpreempt(mp, gp);
@@ -1291,6 +1364,7 @@ static void startexit(void)
     weft__unlock(&weft__sched.lock);
     weft__netpoll_break();
     weft__sysmon_wake();
+    weft__notewakeup(&weft__sched.exitnote); /* weft_main joins the Ms */
 }
 
 static void runmain(void *arg)
@@ -1300,7 +1374,7 @@ static void runmain(void *arg)
     startexit();
 }
 
-static void freeall(struct m *self)
+static void freeall(void)
 {
     /* Every other M is done or abandoned; nothing runs Gs any more. The
      * heaps point into the Gs' embedded timers: drop them first. */
@@ -1333,7 +1407,7 @@ static void freeall(struct m *self)
     struct m *mp = weft__sched.allm;
     while (mp != NULL) {
         struct m *next = mp->alllink;
-        if (mp != self && LOAD(&mp->state) != M_ABANDONED) {
+        if (LOAD(&mp->state) != M_ABANDONED) {
             weft__sigstack_fini(mp);
             free(mp);
         }
@@ -1342,20 +1416,19 @@ static void freeall(struct m *self)
     weft__stack_fini(!abandoned);
 }
 
-/* joinall - wait for every other M to finish (or abandon it if it is
- * blocked in a syscall). */
-static void joinall(struct m *self)
+/* joinall - wait for every M to finish (or abandon it if it is blocked
+ * in a syscall). Runs on weft_main's thread after exitnote. */
+static void joinall(void)
 {
     weft__lock(&weft__sched.lock);
     struct m *all = weft__sched.allm;
     weft__unlock(&weft__sched.lock);
     for (struct m *mp = all; mp != NULL; mp = mp->alllink) {
-        if (mp == self)
-            continue;
         for (;;) {
             uint32_t st = LOADACQ(&mp->state);
             if (st == M_DONE) {
-                pthread_join(mp->thread, NULL);
+                if (mp->started)
+                    pthread_join(mp->thread, NULL);
                 break;
             }
             if (st == M_SYSCALL &&
@@ -1373,20 +1446,21 @@ static void joinall(struct m *self)
     }
 }
 
-/* teardown - give the calling thread back as it was and free the
- * runtime. No other M or sysmon may be running. */
-static void teardown(struct m *m0, const stack_t *oldss)
+/* teardown - free the runtime. No M or sysmon may be running. */
+static void teardown(void)
 {
     weft__signals_restore();
-    sigaltstack(oldss, NULL);
-    tls_m = NULL;
-    freeall(m0);
-    weft__sigstack_fini(m0);
-    free(m0);
+    freeall();
     weft__netpoll_close();
     STORE(&running, false);
 }
 
+/*
+ * weft_main's own thread does not run coroutines: it starts the first M
+ * with P0 and G1, then sleeps until G1 returns and joins the rest. So it
+ * can always return, even while every M is stuck in a system call (Go's
+ * main thread can simply exit the process instead).
+ */
 WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg)
 {
     if (fn == NULL)
@@ -1407,10 +1481,8 @@ WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg)
     STORE(&weft__sched.goidgen, 1);
     STORE(&weft__sched.lastpoll, weft__nanotime());
     STORE(&weft__coarsenow, weft__nanotime());
-    weft__sched.mnext = 0;
 
     int err = WEFT_ENOMEM;
-    struct m *m0 = NULL;
     weft__allp = calloc((size_t)weft__gomaxprocs, sizeof *weft__allp);
     if (weft__allp == NULL)
         goto fail;
@@ -1424,51 +1496,33 @@ WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg)
     }
     if ((err = weft__netpoll_init()) < 0)
         goto fail;
-    if ((m0 = allocm()) == NULL) {
-        err = WEFT_ENOMEM;
-        goto failnp;
-    }
-    m0->id = weft__sched.mnext++;
-    m0->ismain = true;
-    m0->thread = pthread_self();
-    STORE(&m0->state, M_RUNNING);
-    weft__sched.allm = m0;
-    weft__sched.mcount = 1;
-    g0init(m0);
-    stack_t oldss, ss = {.ss_sp = m0->sigstack, .ss_size = m0->sigstacksize};
-    sigaltstack(&ss, &oldss);
     weft__signals_install();
 
-    acquirep(m0, weft__allp[0]);
     weft__lock(&weft__sched.lock);
     for (int32_t i = weft__gomaxprocs - 1; i > 0; i--)
         pidleput(weft__allp[i]);
     weft__unlock(&weft__sched.lock);
 
     struct mainarg ma = {fn, arg};
-    int64_t id = newproc(m0->p, 0, runmain, &ma, WEFT_STACK_DEFAULT, NULL,
-                         (uintptr_t)__builtin_return_address(0));
+    int64_t id = newproc(weft__allp[0], 0, runmain, &ma, WEFT_STACK_DEFAULT,
+                         NULL, (uintptr_t)__builtin_return_address(0));
     if (id < 0 || (err = weft__sysmon_start()) < 0) {
-        teardown(m0, &oldss);
+        teardown();
         return id < 0 ? (int)id : err;
     }
     mainstarted = true;
-
-    schedule_loop(m0);
-
-    if (m0->p != NULL) {
-        weft__lock(&weft__sched.lock);
-        releasep(m0);
-        weft__unlock(&weft__sched.lock);
+    if (!newm(weft__allp[0], false)) {
+        weft__sysmon_stop();
+        teardown();
+        return WEFT_EAGAIN;
     }
-    joinall(m0);
+    weft__notesleep(&weft__sched.exitnote);
+    joinall();
     weft__sysmon_stop();
     int result = weft__sched.mainresult;
-    teardown(m0, &oldss);
+    teardown();
     return result;
 
-failnp:
-    weft__netpoll_close();
 fail:
     if (weft__allp != NULL) {
         for (int32_t i = 0; i < weft__gomaxprocs; i++)
@@ -1476,6 +1530,7 @@ fail:
         free(weft__allp);
         weft__allp = NULL;
     }
+    weft__stack_fini(true);
     STORE(&running, false);
     return err;
 }

@@ -214,7 +214,9 @@ struct g {
     void *asan_fake;       /* sanitizer fiber state */
     void *tsan_fiber;
     unsigned vg_stack;     /* valgrind stack id */
-    char *name;            /* immutable while alive; malloc'd or NULL */
+    char *name;            /* G_NAME_MAX bytes, allocated at the first named
+                            * spawn and kept with the descriptor (dumps
+                            * read it racily); "" or NULL: unnamed */
 };
 
 /* ---------------------------------------------------------------- waits */
@@ -356,7 +358,7 @@ struct m {
     struct m *schedlink;       /* sched.lock: idle list */
     struct m *alllink;         /* sched.lock: all Ms, newest first */
     pthread_t thread;
-    bool ismain;               /* the weft_main caller's thread */
+    bool started;              /* its thread was created (joinable) */
     uint64_t fastrand;         /* owner */
 
     /* Work left for whoever runs next on this M, after a switch: see
@@ -404,6 +406,7 @@ struct schedt {
     _Atomic bool extwoken;      /* an outside thread readied a G */
 
     note sysmonnote;            /* sysmon's idle sleep */
+    note exitnote;              /* weft_main sleeps here until G1 ends */
     _Atomic bool sysmonwait;
 
     /* Dead Gs with default stacks, shared between Ps: a stack of
@@ -412,6 +415,7 @@ struct schedt {
      * touching the Gs, whose lines are likely in another core's cache. */
     wlock gflock;
     struct g *gfree;            /* gflock */
+    struct g *gfreenostack;     /* gflock: dead Gs that own no stack */
     _Atomic int32_t ngfree;     /* gflock writes; read unlocked as a hint */
 };
 

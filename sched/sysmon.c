@@ -137,6 +137,8 @@ static void *sysmon(void *arg)
             delay *= 2;
         struct timespec ts = {0, delay};
         nanosleep(&ts, NULL);
+        if (LOAD(&sysmon_stop))
+            break;
         int64_t now = weft__nanotime();
         STORE(&weft__coarsenow, now);
 
