@@ -83,8 +83,10 @@ typedef void (*weft_fn)(void *arg);
  * weft_main - start the runtime, run fn(arg) as coroutine 1, and return its
  * result once fn has returned and the runtime is shut down.
  *
- * The calling thread becomes the runtime's first M and is given back when
- * fn returns. Shutdown then works like a Go program's exit: coroutines still
+ * The calling thread does not run coroutines: it starts the runtime's
+ * threads and sleeps until fn returns, so it can always come back, even
+ * when every runtime thread is stuck in a system call. Shutdown then works
+ * like a Go program's exit: coroutines still
  * parked are abandoned (their stacks are freed without running them), every
  * runtime thread is joined and all runtime memory is released, so the
  * process is valgrind-clean. Coroutines still running on another thread are
