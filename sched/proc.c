@@ -175,6 +175,7 @@ static inline void g0switch(struct m *mp, struct g *gp, bool dying)
 
 static void gfput(struct p *pp, struct g *gp);
 static void runafter_slow(struct m *mp);
+static struct p *pidleget(void);
 
 /* runafter - complete the transition of the G this M just left
  * (invariant 1). Runs on the next G's stack or on g0. */
@@ -611,11 +612,16 @@ void weft__ready_any(struct g *gp)
     uint32_t st = G_WAITING;
     if (!atomic_compare_exchange_strong(&gp->status, &st, G_RUNNABLE))
         weft__throw("weft: ready - G is not waiting");
+    /* Take an idle P for it under the same lock (Go's injectglist):
+     * wakep alone can see a spinning M that has already done its last
+     * check of the global queue and is about to park. */
     weft__lock(&weft__sched.lock);
     STORE(&weft__sched.extwoken, true);
     weft__globrunqput(gp);
+    struct p *pp = LOAD(&weft__sched.exiting) ? NULL : pidleget();
     weft__unlock(&weft__sched.lock);
-    weft__wakep();
+    if (pp != NULL)
+        weft__startm(pp, false);
 }
 
 WEFT_EXTERN int weft_external_ref(void)
