@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# bench/run.sh - run weft's scheduler benchmarks against their Go peers.
+# bench/run.sh - run weft's scheduler, channel and sync benchmarks against
+# their Go peers.
 #
 # Usage: bash bench/run.sh [BUILD_DIR]     (default build-release)
 #
 # BUILD_DIR is a meson build directory (buildtype=release) in which
-# bench/bench_sched is already built. The Go peer (bench/go/bench_sched.go)
-# is built here with plain `go build`, GO111MODULE=off, into
-# BUILD_DIR/bench-go/, with GOCACHE and GOPATH under it too, so this works
-# offline and as root on a fresh machine.
+# bench/bench_sched and bench/bench_sync are already built. The Go peers
+# (bench/go/bench_sched.go, bench/go/bench_sync.go) are built here with
+# plain `go build`, GO111MODULE=off, into BUILD_DIR/bench-go/, with GOCACHE
+# and GOPATH under it too, so this works offline and as root on a fresh
+# machine. BENCH_ONLY="pingpong mutex ..." runs only the named groups
+# (spawn yield parked fanout pingpong chanbuf mutex select2; default all).
 #
 # Each pair runs weft and Go alternately in separate processes, prints every
 # run's benchstat line (impl=weft / impl=go in the name, so
@@ -15,12 +18,16 @@
 #     RATIO <figure> weft/go=<x>
 # where x = weft's median / Go's median over 3 runs (BENCH_RUNS=n to
 # change; parked: 1 run).
-# Fan-out also prints "fanout_speedup weft=<t1/t2> go=<t1/t2>". "# target"
-# comment lines say whether each figure meets the issue's target.
+# For chanbuf the figure is items per second, so there higher is better
+# and its target is a minimum. Fan-out also prints "fanout_speedup
+# weft=<t1/t2> go=<t1/t2>". "# target" comment lines say whether each
+# figure meets the issue's target.
 #
 # A run that crashes, hangs (timeout), prints no benchmark line or reports a
 # wrong result makes its figure print "FAIL <figure> (...)" with the tail of
-# its stderr as "#" lines; the rest still runs, and the script exits 1.
+# its stderr as "#" lines; the rest still runs, and the script exits 1. So
+# does a bench_sync built without an API (exit 3: "not built", see
+# bench/meson.build) or missing altogether.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,9 +37,13 @@ if [[ ! -d $build ]]; then
     exit 2
 fi
 build=$(cd "$build" && pwd)
-weft_bin=$build/bench/bench_sched
 go_dir=$build/bench-go
-go_bin=$go_dir/bench_sched
+sched_weft=$build/bench/bench_sched
+sched_go=$go_dir/bench_sched
+sync_weft=$build/bench/bench_sync
+sync_go=$go_dir/bench_sync
+only=${BENCH_ONLY:-}
+only=" ${only//,/ } "
 runs=${BENCH_RUNS:-3} # runs per side where cheap; parked always runs once
 failed=0
 tmp=$(mktemp -d)
@@ -43,15 +54,23 @@ export GO111MODULE=off GOFLAGS='' GOPROXY=off
 export GOCACHE=$go_dir/cache GOPATH=$go_dir/gopath
 unset GOGC GODEBUG GOMEMLIMIT WEFTDEBUG GOMAXPROCS WEFTMAXPROCS
 
-if [[ ! -x $weft_bin ]]; then
-    echo "run.sh: $weft_bin is missing: ninja -C $build bench/bench_sched" >&2
+# wanted GROUP - whether BENCH_ONLY (if set) names GROUP.
+wanted() {
+    [[ -z ${BENCH_ONLY:-} || $only == *" $1 "* ]]
+}
+
+if { wanted spawn || wanted yield || wanted parked || wanted fanout; } &&
+    [[ ! -x $sched_weft ]]; then
+    echo "run.sh: $sched_weft is missing: ninja -C $build bench/bench_sched" >&2
     exit 2
 fi
 mkdir -p "$go_dir" "$GOCACHE" "$GOPATH"
-if ! go build -o "$go_bin" "$here/go/bench_sched.go"; then
-    echo "run.sh: go build of bench/go/bench_sched.go failed" >&2
-    exit 2
-fi
+for prog in bench_sched bench_sync; do
+    if ! go build -o "$go_dir/$prog" "$here/go/$prog.go"; then
+        echo "run.sh: go build of bench/go/$prog.go failed" >&2
+        exit 2
+    fi
+done
 
 # Header lines benchstat reads as configuration.
 echo "goos: linux"
@@ -73,8 +92,14 @@ fi
 value=
 why=
 run_once() {
-    local side=$1 procs=$2 bench=$3 limit=$4 rc=0 line
+    local side=$1 procs=$2 bench=$3 limit=$4 rc=0 line weft_bin go_bin
     local -a cmd
+    case $bench in
+    pingpong | chanbuf | mutex | select2)
+        weft_bin=$sync_weft go_bin=$sync_go ;;
+    *)
+        weft_bin=$sched_weft go_bin=$sched_go ;;
+    esac
     if [[ $side == weft ]]; then
         cmd=(env WEFTMAXPROCS="$procs" "$weft_bin" "$bench")
     else
@@ -89,6 +114,8 @@ run_once() {
         why="$side: timed out after ${limit}s: ${cmd[*]}"
     elif ((rc > 128)); then
         why="$side: killed by signal $((rc - 128)): ${cmd[*]}"
+    elif ((rc == 3)) && grep -q 'not built' "$tmp/err"; then
+        why="$side: benchmark not built in: ${cmd[*]}"
     elif ((rc != 0)); then
         why="$side: exit status $rc: ${cmd[*]}"
     elif [[ -z $line ]]; then
@@ -140,48 +167,99 @@ measure() {
     if ((!gfail)); then go_med=$(median "${gv[@]}"); fi
 }
 
-# ratio FIGURE MAX - print "RATIO FIGURE weft/go=x" from the medians, if
-# both exist, and a comment saying whether x meets the issue's target
-# x <= MAX.
+# ratio FIGURE MAX [MIN] - print "RATIO FIGURE weft/go=x" from the
+# medians, if both exist, and a comment saying whether x meets the issue's
+# target: x <= MAX, or with MAX empty, x >= MIN (a figure where higher is
+# better); neither: no target line.
 ratio() {
     if [[ -n $weft_med && -n $go_med ]]; then
-        awk -v f="$1" -v max="$2" -v w="$weft_med" -v g="$go_med" 'BEGIN {
+        awk -v f="$1" -v max="$2" -v min="${3:-}" -v w="$weft_med" \
+            -v g="$go_med" 'BEGIN {
             x = w / g
             printf "RATIO %s weft/go=%.3f\n", f, x
-            printf "# target %s weft/go <= %s: %s (%.4f)\n", f, max,
-                (x <= max) ? "met" : "MISSED", x
+            if (max != "")
+                printf "# target %s weft/go <= %s: %s (%.4f)\n", f, max,
+                    (x <= max) ? "met" : "MISSED", x
+            else if (min != "")
+                printf "# target %s weft/go >= %s: %s (%.4f)\n", f, min,
+                    (x >= min) ? "met" : "MISSED", x
         }'
     fi
 }
 
-for procs in 1 2; do
-    measure "spawn_p${procs}_ns" "$procs" spawn "$runs" 120
-    ratio "spawn_p${procs}_ns" 0.5
-done
-
-for procs in 1 2; do
-    measure "yield_p${procs}_ns" "$procs" yield "$runs" 120
-    ratio "yield_p${procs}_ns" 0.3
-done
-
-measure parked_rss_bytes 2 parked 1 300
-ratio parked_rss_bytes 1.6
-
-measure fanout_p1_ns 1 fanout "$runs" 120
-w1=$weft_med g1=$go_med
-measure fanout_p2_ns 2 fanout "$runs" 120
-w2=$weft_med g2=$go_med
-if [[ -n $w1 && -n $w2 && -n $g1 && -n $g2 ]]; then
-    awk -v w1="$w1" -v w2="$w2" -v g1="$g1" -v g2="$g2" 'BEGIN {
-        ws = w1 / w2; gs = g1 / g2
-        printf "fanout_speedup weft=%.2f go=%.2f\n", ws, gs
-        printf "RATIO fanout_speedup weft/go=%.3f\n", ws / gs
-        printf "# target fanout_speedup weft >= 1.9: %s (%.3f)\n",
-            (ws >= 1.9) ? "met" : "MISSED", ws
-    }'
-else
-    echo "FAIL fanout_speedup (a fan-out time is missing, see above)"
+# have_sync FIGURE... - whether bench_sync is built; if not, FAIL each.
+have_sync() {
+    [[ -x $sync_weft ]] && return 0
+    for f in "$@"; do
+        echo "FAIL $f (weft: $sync_weft is missing: ninja -C $build bench/bench_sync)"
+    done
     failed=1
+    return 1
+}
+
+if wanted spawn; then
+    for procs in 1 2; do
+        measure "spawn_p${procs}_ns" "$procs" spawn "$runs" 120
+        ratio "spawn_p${procs}_ns" 0.5
+    done
+fi
+
+if wanted yield; then
+    for procs in 1 2; do
+        measure "yield_p${procs}_ns" "$procs" yield "$runs" 120
+        ratio "yield_p${procs}_ns" 0.3
+    done
+fi
+
+if wanted parked; then
+    measure parked_rss_bytes 2 parked 1 300
+    ratio parked_rss_bytes 1.6
+fi
+
+if wanted fanout; then
+    measure fanout_p1_ns 1 fanout "$runs" 120
+    w1=$weft_med g1=$go_med
+    measure fanout_p2_ns 2 fanout "$runs" 120
+    w2=$weft_med g2=$go_med
+    if [[ -n $w1 && -n $w2 && -n $g1 && -n $g2 ]]; then
+        awk -v w1="$w1" -v w2="$w2" -v g1="$g1" -v g2="$g2" 'BEGIN {
+            ws = w1 / w2; gs = g1 / g2
+            printf "fanout_speedup weft=%.2f go=%.2f\n", ws, gs
+            printf "RATIO fanout_speedup weft/go=%.3f\n", ws / gs
+            printf "# target fanout_speedup weft >= 1.9: %s (%.3f)\n",
+                (ws >= 1.9) ? "met" : "MISSED", ws
+        }'
+    else
+        echo "FAIL fanout_speedup (a fan-out time is missing, see above)"
+        failed=1
+    fi
+fi
+
+if wanted pingpong && have_sync pingpong_p1_ns pingpong_p2_ns; then
+    for procs in 1 2; do
+        measure "pingpong_p${procs}_ns" "$procs" pingpong "$runs" 120
+        ratio "pingpong_p${procs}_ns" 0.5
+    done
+fi
+
+# Items per second: higher is better, the target is a minimum (at 2 Ps).
+if wanted chanbuf && have_sync chanbuf_p1_ops chanbuf_p2_ops; then
+    measure chanbuf_p1_ops 1 chanbuf "$runs" 120
+    ratio chanbuf_p1_ops ""
+    measure chanbuf_p2_ops 2 chanbuf "$runs" 120
+    ratio chanbuf_p2_ops "" 2
+fi
+
+if wanted mutex && have_sync mutex_p2_ns; then
+    measure mutex_p2_ns 2 mutex "$runs" 120
+    ratio mutex_p2_ns 0.8
+fi
+
+# One coroutine, nothing parks: the number of Ps does not matter; 2 as
+# the machine-default case.
+if wanted select2 && have_sync select2_ns; then
+    measure select2_ns 2 select2 "$runs" 120
+    ratio select2_ns 0.6
 fi
 
 exit "$failed"

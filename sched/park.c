@@ -18,6 +18,8 @@
  *     runs after the switch.
  *  2. A waker fills in a sudog's results (success, elem) before its CAS
  *     (seq-cst): the woken G reads them after it resumes.
+ *  4. Nothing on the parked G's stack may be read once it can be woken:
+ *     commit() copies its arguments out before arming the timer.
  *  3. A G that timed out may still be on queues: it retakes the objects'
  *     locks and removes its sudogs (s->queued says whether). A waker that
  *     pops a sudog whose claim fails just drops it.
@@ -51,14 +53,17 @@ static void timeout(void *arg, uint64_t seq, int64_t now)
 static bool commit(struct g *gp, void *argp)
 {
     struct parkarg *pa = argp;
-    if (pa->deadline != WEFT_FOREVER) {
-        gp->timer.f = timeout;
-        gp->timer.arg = gp;
-        gp->timer.seq = LOAD(&gp->waitstate) >> 2;
-        weft__timer_add(weft__getm()->p, &gp->timer, pa->deadline);
+    /* pa is on gp's stack: once the timer is armed it may fire on another
+     * P and gp may run and reuse that frame. Copy out first. */
+    void (*unlock)(void *) = pa->unlock;
+    void *arg = pa->arg;
+    int64_t deadline = pa->deadline;
+    if (deadline != WEFT_FOREVER) {
+        weft__timer_add(weft__getm()->p, &gp->timer, deadline, timeout, gp,
+                        LOAD(&gp->waitstate) >> 2);
     }
-    if (pa->unlock != NULL)
-        pa->unlock(pa->arg);
+    if (unlock != NULL)
+        unlock(arg);
     return true;
 }
 

@@ -477,8 +477,8 @@ static int64_t newproc(struct p *pp, int64_t parentid, weft_fn fn, void *arg,
     gp->fn = fn;
     gp->arg = arg;
     gp->createdat = LOAD(&weft__coarsenow);
-    gp->waitsince = 0;
-    gp->waitreason = WR_ZERO;
+    __atomic_store_n(&gp->waitsince, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&gp->waitreason, WR_ZERO, __ATOMIC_RELAXED);
     gp->syscallp = false;
     if (unlikely(name != NULL || gp->name != NULL))
         setname(gp, name);
@@ -578,8 +578,10 @@ void weft__park(unlockf f, void *arg, int reason)
 {
     struct m *mp = weft__getm();
     struct g *gp = mp->curg;
-    gp->waitreason = (uint8_t)reason;
-    gp->waitsince = LOAD(&weft__coarsenow);
+    /* Read racily by dumps and the mutex cycle report: relaxed atomics. */
+    __atomic_store_n(&gp->waitreason, (uint8_t)reason, __ATOMIC_RELAXED);
+    __atomic_store_n(&gp->waitsince, LOAD(&weft__coarsenow),
+                     __ATOMIC_RELAXED);
     STORE(&gp->status, G_WAITING);
     mp->afterunlock = f;
     mp->afterarg = arg;
@@ -682,7 +684,7 @@ static void honourpreempt(struct m *mp, struct g *gp)
     if (!flagged && !(attention() & ATTN_EXITING))
         return;
     STORE(&gp->status, G_RUNNABLE);
-    gp->waitreason = WR_PREEMPTED;
+    __atomic_store_n(&gp->waitreason, WR_PREEMPTED, __ATOMIC_RELAXED);
     mp->after = AFTER_PREEMPT;
     mp->afterg = gp;
     g0switch(mp, gp, false);

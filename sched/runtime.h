@@ -174,9 +174,9 @@ typedef void (*timer_fn)(void *arg, uint64_t seq, int64_t now);
  * most one P's heap; fields are guarded by that P's timerlock. */
 struct timer {
     int64_t when;     /* timerlock */
-    timer_fn f;       /* set before timer_add, immutable while queued */
-    void *arg;        /* set before timer_add, immutable while queued */
-    uint64_t seq;     /* set before timer_add, immutable while queued */
+    timer_fn f;       /* timerlock: set by timer_add */
+    void *arg;        /* timerlock: set by timer_add */
+    uint64_t seq;     /* timerlock: set by timer_add */
     struct p *_Atomic pp; /* timerlock of pp: heap holding it, or NULL */
     int32_t idx;      /* timerlock: index in pp->timers, -1 if none */
 };
@@ -191,7 +191,7 @@ struct g {
     struct ctx ctx;        /* owner: valid while not RUNNING/SYSCALL */
     struct stack stk;      /* immutable while alive */
     _Atomic uint32_t status;
-    uint8_t waitreason;    /* owner: set before park */
+    uint8_t waitreason;    /* owner writes (relaxed atomic); racy readers */
     _Atomic uint32_t preempt; /* sysmon sets, the G clears */
     bool syscallp;         /* owner: inside weft_syscall_enter */
     int64_t id;            /* immutable while alive; never reused */
@@ -294,6 +294,35 @@ uint64_t weft__wait_prepare(struct g *gp);
 int weft__wait_park(int reason, int64_t deadline, void (*unlock)(void *),
                     void *arg);
 bool weft__wait_claim(struct sudog *s);
+
+/* sema.c: the one parking mechanism of the sync objects (mutex.c).
+ * Semaphore discipline: *addr counts units; futex discipline: sleep while
+ * *addr == val. */
+enum { SEMA_HANDOFF = 1, SEMA_YIELD = 2 };
+bool weft__cansemacquire(_Atomic uint32_t *addr);
+int weft__semacquire(_Atomic uint32_t *addr, int64_t deadline, int reason,
+                     bool lifo);
+void weft__semrelease(_Atomic uint32_t *addr, uint32_t n, int flags,
+                      struct g *unlocker);
+int weft__futexsleep(_Atomic uint32_t *addr, uint32_t val, int64_t deadline,
+                     int reason);
+void weft__futexwakeup(_Atomic uint32_t *addr, uint32_t n);
+bool weft__canspin(int iter);
+void weft__dospin(void);
+
+/* chan.c <-> select.c: channel internals select works with, under the
+ * channel locks it takes in address order. */
+bool weft__chan_ok(weft_chan_t *c);
+void weft__chan_lock(weft_chan_t *c);
+void weft__chan_unlock(weft_chan_t *c);
+void weft__chan_unlock_arg(void *c);
+int weft__chan_send_locked(weft_chan_t *c, const void *elem,
+                           struct g **wake);
+int weft__chan_recv_locked(weft_chan_t *c, void *elem, struct g **wake);
+void weft__chan_enqueue_locked(weft_chan_t *c, int op, struct sudog *s);
+void weft__chan_dequeue_locked(weft_chan_t *c, int op, struct sudog *s);
+void weft__chan_ref_locked(weft_chan_t *c);
+void weft__chan_unref(weft_chan_t *c);
 
 /* Contention hook: NULL unless a block or mutex profile is on; one
  * predictable branch per wait otherwise. unlocker: the G that released
@@ -523,7 +552,8 @@ void weft__globrunqputbatch(struct g *head, struct g *tail, int32_t n);
 struct g *weft__globrunqget(struct p *pp, int32_t max);
 
 /* timer.c */
-void weft__timer_add(struct p *pp, struct timer *t, int64_t when);
+void weft__timer_add(struct p *pp, struct timer *t, int64_t when, timer_fn f,
+                     void *arg, uint64_t seq);
 bool weft__timer_del(struct timer *t);
 /* Run pp's expired timers; returns the next pending when (0: none). */
 int64_t weft__checktimers(struct p *pp, int64_t now);

@@ -68,9 +68,9 @@ static void siftdown(struct timer **h, int32_t n, int32_t i)
 static void removeat(struct p *pp, int32_t i)
 {
     struct timer **h = pp->timers;
+    struct timer *t = h[i];
     int32_t last = --pp->ntimers;
-    STORE(&h[i]->pp, NULL);
-    h[i]->idx = -1;
+    t->idx = -1;
     if (i != last) {
         h[i] = h[last];
         h[i]->idx = i;
@@ -78,6 +78,9 @@ static void removeat(struct p *pp, int32_t i)
         siftup(h, h[i]->idx);
     }
     STORE(&pp->timer0when, pp->ntimers ? h[0]->when : 0);
+    /* Last, with release: a re-arm under another P's lock acquires it
+     * before rewriting the fields the firing read just before. */
+    STOREREL(&t->pp, NULL);
 }
 
 static void wakenetpoller(int64_t when)
@@ -91,13 +94,19 @@ static void wakenetpoller(int64_t when)
     }
 }
 
-/* weft__timer_add - queue t on pp's heap to fire at when. t must not be
- * queued. Aborts on out-of-memory: a lost timer would hang its G. */
-void weft__timer_add(struct p *pp, struct timer *t, int64_t when)
+/* weft__timer_add - queue t on pp's heap to call f(arg, seq, now) at
+ * when. t must not be queued. f, arg and seq are stored under the heap
+ * lock: an earlier firing of t may still be reading them (invariant 2).
+ * Aborts on out-of-memory: a lost timer would hang its G. */
+void weft__timer_add(struct p *pp, struct timer *t, int64_t when, timer_fn f,
+                     void *arg, uint64_t seq)
 {
     weft__lock(&pp->timerlock);
-    if (LOAD(&t->pp) != NULL)
+    if (LOADACQ(&t->pp) != NULL)
         weft__throw("weft: timer_add - timer already queued");
+    t->f = f;
+    t->arg = arg;
+    t->seq = seq;
     if (pp->ntimers == pp->timerscap) {
         int32_t cap = pp->timerscap ? pp->timerscap * 2 : 64;
         struct timer **nt = realloc(pp->timers, sizeof *nt * (size_t)cap);
@@ -195,8 +204,8 @@ static void sleepfire(void *arg, uint64_t seq, int64_t now)
  * another P) before the G is fully parked. */
 static bool sleepcommit(struct g *gp, void *arg)
 {
-    (void)arg;
-    weft__timer_add(weft__getm()->p, &gp->timer, gp->timer.when);
+    int64_t deadline = *(int64_t *)arg; /* on gp's stack: read first */
+    weft__timer_add(weft__getm()->p, &gp->timer, deadline, sleepfire, gp, 0);
     return true;
 }
 
@@ -213,10 +222,7 @@ WEFT_EXTERN int weft_sleep_until(int64_t deadline)
         weft__park(NULL, NULL, WR_SLEEP);
         return 0;
     }
-    gp->timer.f = sleepfire;
-    gp->timer.arg = gp;
-    gp->timer.when = deadline;
-    weft__park(sleepcommit, NULL, WR_SLEEP);
+    weft__park(sleepcommit, &deadline, WR_SLEEP);
     return 0;
 }
 

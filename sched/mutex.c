@@ -1,0 +1,836 @@
+/*
+ * mutex.c - the sync objects of weft.h: mutex, rwmutex, cond, waitgroup,
+ * once and the counting semaphore, after Go's sync package. Every object
+ * is a few lock-free words in caller memory; every wait goes through
+ * sema.c (one parking mechanism, hashed by address), so nothing here
+ * parks by itself and nothing needs destruction.
+ *
+ * Mutex (Go's sync.Mutex). state = waiters << 3 | STARVING | WOKEN | LOCKED;
+ * sema counts wake-ups. Normal mode: a woken waiter competes with new
+ * arrivals (which spin briefly first, and usually win: they are on a
+ * CPU); a waiter that fails is queued at the front again. Once a waiter
+ * has waited more than 1 ms it sets STARVING: unlock then hands the mutex
+ * to the first waiter through the semaphore (LOCKED stays clear, arrivals
+ * queue at the tail without trying), until a waiter that waited less than
+ * 1 ms, or the last one, switches back. WOKEN tells unlockers that a
+ * woken or spinning G will look at the state, so they need not wake one.
+ *
+ * Deadlines. A waiter whose deadline passes leaves the count: if the
+ * count is 0, an unlocker already took it out and a wake-up unit is on its
+ * way to it, so it takes that unit and carries on as a woken waiter
+ * (WOKEN/STARVING duties included), giving up only before it would queue
+ * again. With P queued Gs, U units pending and W counted waiters,
+ * W == P - U in normal mode; a leaver keeps it by taking W or U.
+ *
+ * Wait-for cycles. A locked mutex records its owner G (cleared by
+ * unlock, whoever calls it). Before a G first waits for a mutex it
+ * records, in a table keyed by G, the mutex it wants, then follows
+ * mutex -> owner -> wanted mutex -> owner ... (bounded); reaching itself
+ * means the wait could never end: it unrecords, prints the cycle and
+ * returns WEFT_EDEADLK. The record-and-walk runs under one global lock
+ * (dlock), so of two Gs closing a cycle at the same time exactly one sees
+ * it (the second finds the first's record). A `void *blockedon` field in
+ * struct g would replace the table; it lives here so runtime.h stays
+ * untouched. Owner words are read racily (G descriptors are never freed,
+ * so a stale owner is still a G); a false report would need a third G
+ * unlocking a mutex it does not hold while the walk runs. Not in the
+ * graph: rwmutex read waits and a writer's wait for readers (no single
+ * owner), and waits whose record found the table full there.
+ *
+ * Contention hook: park.c reports every wait from the waiter's side
+ * (obj = the word waited on, which is the object's own address for mutex,
+ * cond, waitgroup and sem; unlocker NULL). For a mutex, the unlocker that
+ * wakes a waiter also reports that waiter's wait with itself as unlocker
+ * (Go's mutex profile), from weft__semrelease, when a hook is on.
+ *
+ * RWMutex (Go's sync.RWMutex). One 64-bit word holds R (readers, 24-bit
+ * signed; -MAXR added while a writer is pending or holds it), W (readers
+ * the pending writer still waits for) and a writer generation; one CAS
+ * changes them together. A writer takes the inner mutex (writers queue
+ * there, and see the readers already in), subtracts MAXR (new readers
+ * now block on readersem, counted in R) and waits on writersem for W to
+ * drain. Unlock adds MAXR back, bumps the generation and releases
+ * exactly the blocked readers. A reader whose deadline passes checks the
+ * generation: same writer era -> it uncounts itself; else it was
+ * released -> it takes its unit and holds the lock. A writer whose
+ * deadline passes does what Unlock does, releasing only the blocked
+ * readers (R - W); if W already hit 0 it owns the lock instead.
+ *
+ * Cond: a sequence word. wait reads it, unlocks, sleeps while it is
+ * unchanged (futex discipline of sema.c); signal/broadcast bump it and
+ * wake one/all. A waiter that read the word before a signal returns too
+ * (Go's Wait also only promises "after a Signal or Broadcast").
+ *
+ * WaitGroup: a 64-bit counter and a generation bumped on every
+ * transition to zero; wait sleeps on the generation, so it returns after
+ * a zero even if the counter went up again meanwhile (as Go's wait).
+ *
+ * Once: a done flag read with acquire, and a mutex around the slow path.
+ * Sem: weft_sem_t's first word is the semaphore (FIFO hand-off).
+ *
+ * Rejected: a parking queue per object type (the task asks for one
+ * mechanism, and sema.c gives FIFO, hand-off and deadlines once);
+ * unit-counting cond (a broadcast's units could be taken by later
+ * waiters, leaving earlier ones asleep).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+               "weft_sem_t's initializer assumes little endian");
+
+/* mycoro - the current G if it may block, else NULL. */
+static inline struct g *mycoro(void)
+{
+    struct g *gp = weft__getg();
+    return gp != NULL && !gp->syscallp ? gp : NULL;
+}
+
+/* ----------------------------------------------------------------- mutex */
+
+enum {
+    MUTEX_LOCKED = 1,
+    MUTEX_WOKEN = 2,
+    MUTEX_STARVING = 4,
+    MUTEX_WAITERSHIFT = 3,
+};
+#define STARVATION_NS ((int64_t)1000000)
+
+struct mutex {
+    _Atomic uint32_t sema;    /* offset 0: hooks report the mutex address */
+    _Atomic int32_t state;    /* atomic */
+    struct g *_Atomic owner;  /* atomic: locker, NULL once unlocked */
+};
+_Static_assert(sizeof(struct mutex) <= sizeof(weft_mutex_t), "mutex size");
+_Static_assert(_Alignof(struct mutex) <= _Alignof(weft_mutex_t), "align");
+
+/* Wait-for records: G -> mutex it waits for. dlock guards all. */
+#define WAITTAB 1024
+#define WAITPROBE 16
+#define CYCLEMAX 32
+static wlock dlock;
+static struct {
+    struct g *g;
+    struct mutex *mu;
+} waittab[WAITTAB];
+
+static size_t waitslot(struct g *gp)
+{
+    return (size_t)(((uintptr_t)gp >> 4) * 0x9e3779b97f4a7c15ull >> 54);
+}
+
+/* blockedon - the mutex gp waits for, or NULL. Caller holds dlock. */
+static struct mutex *blockedon(struct g *gp)
+{
+    size_t i = waitslot(gp);
+    for (int k = 0; k < WAITPROBE; k++, i = (i + 1) % WAITTAB)
+        if (waittab[i].g == gp)
+            return waittab[i].mu;
+    return NULL;
+}
+
+/* record - note that gp waits for mu; false if the table is full there
+ * (the wait then goes unrecorded: a cycle through it is not seen).
+ * Caller holds dlock. */
+static bool record(struct g *gp, struct mutex *mu)
+{
+    size_t i = waitslot(gp);
+    for (int k = 0; k < WAITPROBE; k++, i = (i + 1) % WAITTAB) {
+        if (waittab[i].g == NULL) {
+            waittab[i].g = gp;
+            waittab[i].mu = mu;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void unrecord(struct g *gp)
+{
+    weft__lock(&dlock);
+    size_t i = waitslot(gp);
+    for (int k = 0; k < WAITPROBE; k++, i = (i + 1) % WAITTAB) {
+        if (waittab[i].g == gp) {
+            waittab[i].g = NULL;
+            waittab[i].mu = NULL;
+            break;
+        }
+    }
+    weft__unlock(&dlock);
+}
+
+static void putstr(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void putstr(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+{
+    if (*len >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        *len += (size_t)n < cap - *len ? (size_t)n : cap - *len - 1;
+}
+
+/* reportcycle - print the cycle gp -> mus[0] (held by gs[0]) -> mus[1]
+ * ... -> gs[n-1] == gp on stderr, with one write. */
+static void reportcycle(struct g *gp, int gpreason, struct g **gs,
+                        struct mutex **mus, int n)
+{
+    char buf[4096];
+    size_t len = 0;
+    putstr(buf, sizeof buf, &len,
+           "weft: mutex wait-for cycle of %d coroutine%s: "
+           "weft_mutex_lock returns WEFT_EDEADLK to coroutine %lld\n",
+           n, n == 1 ? "" : "s", (long long)gp->id);
+    for (int i = 0; i < n; i++) {
+        struct g *w = i == 0 ? gp : gs[i - 1];
+        const char *reason = weft__waitreason_string(
+            w == gp ? gpreason
+                    : __atomic_load_n(&w->waitreason, __ATOMIC_RELAXED));
+        putstr(buf, sizeof buf, &len,
+               "  coroutine %lld%s%s%s [%s]: waits for mutex %p held by "
+               "coroutine %lld\n",
+               (long long)w->id, w->name ? " \"" : "",
+               w->name ? w->name : "", w->name ? "\"" : "", reason,
+               (void *)mus[i], (long long)gs[i]->id);
+    }
+    ssize_t off = 0;
+    while ((size_t)off < len) {
+        ssize_t k = write(2, buf + off, len - (size_t)off);
+        if (k <= 0)
+            break;
+        off += k;
+    }
+}
+
+/* deadlocks - record that gp waits for mu; true (and the record undone,
+ * the cycle printed) if that closes a wait-for cycle. */
+static bool deadlocks(struct mutex *mu, struct g *gp, int reason,
+                      bool *recorded)
+{
+    struct g *gs[CYCLEMAX];
+    struct mutex *mus[CYCLEMAX];
+    weft__lock(&dlock);
+    *recorded = record(gp, mu);
+    struct mutex *cur = mu;
+    int n = 0;
+    bool cycle = false;
+    while (cur != NULL && n < CYCLEMAX) {
+        struct g *o = LOAD(&cur->owner);
+        if (o == NULL)
+            break;
+        gs[n] = o;
+        mus[n] = cur;
+        n++;
+        if (o == gp) {
+            cycle = true;
+            break;
+        }
+        cur = blockedon(o);
+    }
+    weft__unlock(&dlock);
+    if (!cycle)
+        return false;
+    if (*recorded)
+        unrecord(gp);
+    *recorded = false;
+    reportcycle(gp, reason, gs, mus, n);
+    return true;
+}
+
+/* clearwoken - give up the WOKEN duty (a woken G leaving). */
+static void clearwoken(struct mutex *m)
+{
+    int32_t old = LOAD(&m->state);
+    while (!atomic_compare_exchange_weak(&m->state, &old, old & ~MUTEX_WOKEN))
+        ;
+}
+
+/* lockslow - Go's lockSlow with a deadline and cycle detection. reason:
+ * the wait reason shown while parked (an rwmutex writer's inner mutex
+ * shows "sync.RWMutex.Lock"). */
+static int lockslow(struct mutex *m, struct g *gp, int64_t deadline,
+                    int reason)
+{
+    int64_t waitstart = 0;
+    bool starving = false, awoke = false, recorded = false, checked = false;
+    int iter = 0, ret = 0;
+    int32_t old = LOAD(&m->state);
+    for (;;) {
+        if ((old & (MUTEX_LOCKED | MUTEX_STARVING)) == MUTEX_LOCKED &&
+            weft__canspin(iter)) {
+            /* Tell unlockers not to wake anyone: we are awake. */
+            if (!awoke && !(old & MUTEX_WOKEN) &&
+                (old >> MUTEX_WAITERSHIFT) != 0 &&
+                atomic_compare_exchange_strong(&m->state, &old,
+                                               old | MUTEX_WOKEN))
+                awoke = true;
+            weft__dospin();
+            iter++;
+            old = LOAD(&m->state);
+            continue;
+        }
+        if (old & (MUTEX_LOCKED | MUTEX_STARVING)) {
+            /* We would queue: give up first if we must. */
+            if (deadline != WEFT_FOREVER && weft__nanotime() >= deadline) {
+                if (awoke)
+                    clearwoken(m);
+                ret = WEFT_ETIMEDOUT;
+                break;
+            }
+            if (!checked) {
+                checked = true;
+                if (deadlocks(m, gp, reason, &recorded)) {
+                    if (awoke)
+                        clearwoken(m);
+                    ret = WEFT_EDEADLK;
+                    break;
+                }
+                old = LOAD(&m->state);
+                continue;
+            }
+        }
+        int32_t new = old;
+        if (!(old & MUTEX_STARVING))
+            new |= MUTEX_LOCKED; /* no barging in starvation mode */
+        if (old & (MUTEX_LOCKED | MUTEX_STARVING))
+            new += 1 << MUTEX_WAITERSHIFT;
+        if (starving && (old & MUTEX_LOCKED))
+            new |= MUTEX_STARVING;
+        if (awoke) {
+            if (!(new & MUTEX_WOKEN))
+                weft__throw("weft: mutex - inconsistent state (woken)");
+            new &= ~MUTEX_WOKEN;
+        }
+        if (!atomic_compare_exchange_strong(&m->state, &old, new))
+            continue;
+        if (!(old & (MUTEX_LOCKED | MUTEX_STARVING)))
+            break; /* locked by CAS */
+        bool lifo = waitstart != 0;
+        if (waitstart == 0)
+            waitstart = weft__nanotime();
+        if (weft__semacquire(&m->sema, deadline, reason, lifo) != 0) {
+            /* Leave the count, or take the unit already meant for us. */
+            int32_t o = LOAD(&m->state);
+            bool left = false;
+            while ((o >> MUTEX_WAITERSHIFT) > 0) {
+                if (atomic_compare_exchange_weak(
+                        &m->state, &o, o - (1 << MUTEX_WAITERSHIFT))) {
+                    left = true;
+                    break;
+                }
+            }
+            if (left) {
+                ret = WEFT_ETIMEDOUT;
+                break;
+            }
+            weft__semacquire(&m->sema, WEFT_FOREVER, reason, true);
+        }
+        starving = starving || weft__nanotime() - waitstart > STARVATION_NS;
+        old = LOAD(&m->state);
+        if (old & MUTEX_STARVING) {
+            /* Handed to us: fix the state up and own it. */
+            if ((old & (MUTEX_LOCKED | MUTEX_WOKEN)) ||
+                (old >> MUTEX_WAITERSHIFT) == 0)
+                weft__throw("weft: mutex - inconsistent starvation state");
+            int32_t delta = MUTEX_LOCKED - (1 << MUTEX_WAITERSHIFT);
+            if (!starving || (old >> MUTEX_WAITERSHIFT) == 1)
+                delta -= MUTEX_STARVING; /* back to normal mode */
+            atomic_fetch_add(&m->state, delta);
+            break;
+        }
+        awoke = true;
+        iter = 0;
+    }
+    if (recorded)
+        unrecord(gp);
+    if (ret == 0)
+        STORE(&m->owner, gp);
+    return ret;
+}
+
+static inline int mutex_lock_r(struct mutex *m, int64_t deadline,
+                               int reason)
+{
+    struct g *gp = mycoro();
+    if (unlikely(gp == NULL))
+        return WEFT_ENOTCORO;
+    int32_t z = 0;
+    if (likely(atomic_compare_exchange_strong(&m->state, &z, MUTEX_LOCKED))) {
+        STORE(&m->owner, gp);
+        return 0;
+    }
+    return lockslow(m, gp, deadline, reason);
+}
+
+static inline int mutex_lock(struct mutex *m, int64_t deadline)
+{
+    return mutex_lock_r(m, deadline, WR_SYNC_MUTEX_LOCK);
+}
+
+static void unlockslow(struct mutex *m, int32_t new)
+{
+    struct g *unlocker = unlikely(weft__contention_hook != NULL)
+                             ? weft__getg()
+                             : NULL;
+    if (new & MUTEX_STARVING) {
+        /* Hand off to the first waiter and let it run now. */
+        weft__semrelease(&m->sema, 1, SEMA_HANDOFF | SEMA_YIELD, unlocker);
+        return;
+    }
+    int32_t old = new;
+    for (;;) {
+        /* No waiters, or someone awake/locking will see to them. */
+        if ((old >> MUTEX_WAITERSHIFT) == 0 ||
+            (old & (MUTEX_LOCKED | MUTEX_WOKEN | MUTEX_STARVING)))
+            return;
+        new = (old - (1 << MUTEX_WAITERSHIFT)) | MUTEX_WOKEN;
+        if (atomic_compare_exchange_weak(&m->state, &old, new)) {
+            weft__semrelease(&m->sema, 1, 0, unlocker);
+            return;
+        }
+    }
+}
+
+static inline int mutex_unlock(struct mutex *m)
+{
+    STORE(&m->owner, NULL);
+    int32_t old = MUTEX_LOCKED;
+    if (likely(atomic_compare_exchange_strong(&m->state, &old, 0)))
+        return 0;
+    int32_t new;
+    do {
+        if (!(old & MUTEX_LOCKED))
+            return WEFT_EPERM;
+        new = old - MUTEX_LOCKED;
+    } while (!atomic_compare_exchange_weak(&m->state, &old, new));
+    if (new != 0)
+        unlockslow(m, new);
+    return 0;
+}
+
+static int mutex_trylock(struct mutex *m)
+{
+    int32_t old = LOAD(&m->state);
+    for (;;) {
+        if (old & (MUTEX_LOCKED | MUTEX_STARVING))
+            return WEFT_EAGAIN;
+        if (atomic_compare_exchange_weak(&m->state, &old,
+                                         old | MUTEX_LOCKED))
+            break;
+    }
+    STORE(&m->owner, weft__getg());
+    return 0;
+}
+
+WEFT_EXTERN int weft_mutex_lock(weft_mutex_t *mu)
+{
+    return mu ? mutex_lock((struct mutex *)mu, WEFT_FOREVER) : WEFT_EINVAL;
+}
+
+WEFT_EXTERN int weft_mutex_lock_dl(weft_mutex_t *mu, int64_t deadline)
+{
+    return mu ? mutex_lock((struct mutex *)mu, deadline) : WEFT_EINVAL;
+}
+
+WEFT_EXTERN int weft_mutex_trylock(weft_mutex_t *mu)
+{
+    return mu ? mutex_trylock((struct mutex *)mu) : WEFT_EINVAL;
+}
+
+WEFT_EXTERN int weft_mutex_unlock(weft_mutex_t *mu)
+{
+    return mu ? mutex_unlock((struct mutex *)mu) : WEFT_EINVAL;
+}
+
+/* --------------------------------------------------------------- rwmutex */
+
+#define RW_MAXR ((int32_t)1 << 22)
+#define RW_WSHIFT 24
+#define RW_GSHIFT 47
+
+struct rwmutex {
+    struct mutex w;               /* held while a writer is pending/holds */
+    _Atomic uint64_t word;        /* atomic: gen:17 | W:23 | R:24 */
+    _Atomic uint32_t writersem;   /* the pending writer's wake-up */
+    _Atomic uint32_t readersem;   /* blocked readers' wake-ups */
+};
+_Static_assert(sizeof(struct rwmutex) <= sizeof(weft_rwmutex_t), "size");
+_Static_assert(_Alignof(struct rwmutex) <= _Alignof(weft_rwmutex_t), "al");
+
+static inline int32_t rw_r(uint64_t v)
+{
+    return (int32_t)((uint32_t)v << 8) >> 8;
+}
+static inline uint32_t rw_w(uint64_t v)
+{
+    return (uint32_t)(v >> RW_WSHIFT) & 0x7fffff;
+}
+static inline uint32_t rw_gen(uint64_t v) { return (uint32_t)(v >> RW_GSHIFT); }
+static inline uint64_t rw_make(int32_t r, uint32_t w, uint32_t gen)
+{
+    return (uint64_t)(gen & 0x1ffff) << RW_GSHIFT |
+           (uint64_t)(w & 0x7fffff) << RW_WSHIFT | ((uint32_t)r & 0xffffff);
+}
+
+static int rlock(struct rwmutex *rw, int64_t deadline)
+{
+    if (mycoro() == NULL)
+        return WEFT_ENOTCORO;
+    uint64_t v = LOAD(&rw->word), n;
+    do {
+        if (rw_r(v) >= RW_MAXR - 1)
+            return WEFT_EAGAIN;
+        n = rw_make(rw_r(v) + 1, rw_w(v), rw_gen(v));
+    } while (!atomic_compare_exchange_weak(&rw->word, &v, n));
+    if (rw_r(n) > 0)
+        return 0;
+    /* A writer is pending: we are counted in R, it will release us. */
+    uint32_t gen = rw_gen(n);
+    if (weft__semacquire(&rw->readersem, deadline, WR_SYNC_RWMUTEX_RLOCK,
+                         false) == 0)
+        return 0;
+    v = LOAD(&rw->word);
+    while (rw_gen(v) == gen) {
+        n = rw_make(rw_r(v) - 1, rw_w(v), rw_gen(v));
+        if (atomic_compare_exchange_weak(&rw->word, &v, n))
+            return WEFT_ETIMEDOUT;
+    }
+    /* The writer left and counted us in: our unit is (about to be) there. */
+    weft__semacquire(&rw->readersem, WEFT_FOREVER, WR_SYNC_RWMUTEX_RLOCK,
+                     false);
+    return 0;
+}
+
+static int tryrlock(struct rwmutex *rw)
+{
+    uint64_t v = LOAD(&rw->word), n;
+    do {
+        if (rw_r(v) < 0 || rw_r(v) >= RW_MAXR - 1)
+            return WEFT_EAGAIN;
+        n = rw_make(rw_r(v) + 1, rw_w(v), rw_gen(v));
+    } while (!atomic_compare_exchange_weak(&rw->word, &v, n));
+    return 0;
+}
+
+static int runlock(struct rwmutex *rw)
+{
+    uint64_t v = LOAD(&rw->word), n;
+    bool last;
+    do {
+        int32_t r = rw_r(v);
+        if (r == 0 || r == -RW_MAXR || (r < 0 && rw_w(v) == 0))
+            return WEFT_EPERM;
+        uint32_t w = rw_w(v);
+        last = false;
+        if (r < 0) {
+            w--; /* the pending writer waits for us */
+            last = w == 0;
+        }
+        n = rw_make(r - 1, w, rw_gen(v));
+    } while (!atomic_compare_exchange_weak(&rw->word, &v, n));
+    if (last)
+        weft__semrelease(&rw->writersem, 1, 0, NULL);
+    return 0;
+}
+
+/* releasew - end a writer era: R += MAXR, W = 0, gen + 1; release the
+ * readers that blocked meanwhile (R - W of the old word). */
+static void releasew(struct rwmutex *rw, uint64_t v)
+{
+    uint64_t n;
+    do {
+        n = rw_make(rw_r(v) + RW_MAXR, 0, rw_gen(v) + 1);
+    } while (!atomic_compare_exchange_weak(&rw->word, &v, n));
+    int32_t blocked = rw_r(v) + RW_MAXR - (int32_t)rw_w(v);
+    if (blocked > 0)
+        weft__semrelease(&rw->readersem, (uint32_t)blocked, 0, NULL);
+}
+
+static int wlock_(struct rwmutex *rw, int64_t deadline)
+{
+    int ret = mutex_lock_r(&rw->w, deadline, WR_SYNC_RWMUTEX_LOCK);
+    if (ret != 0)
+        return ret;
+    uint64_t v = LOAD(&rw->word), n;
+    do {
+        n = rw_make(rw_r(v) - RW_MAXR, (uint32_t)rw_r(v), rw_gen(v));
+    } while (!atomic_compare_exchange_weak(&rw->word, &v, n));
+    if (rw_w(n) == 0)
+        return 0;
+    if (weft__semacquire(&rw->writersem, deadline, WR_SYNC_RWMUTEX_LOCK,
+                         false) == 0)
+        return 0;
+    v = LOAD(&rw->word);
+    if (rw_w(v) == 0) {
+        /* The last reader left as we gave up: its unit is ours. */
+        weft__semacquire(&rw->writersem, WEFT_FOREVER, WR_SYNC_RWMUTEX_LOCK,
+                         false);
+        return 0;
+    }
+    /* Readers that were in stay in; W goes to 0 with no release. */
+    for (;;) {
+        if (rw_w(v) == 0) {
+            weft__semacquire(&rw->writersem, WEFT_FOREVER,
+                             WR_SYNC_RWMUTEX_LOCK, false);
+            return 0;
+        }
+        n = rw_make(rw_r(v) + RW_MAXR, 0, rw_gen(v) + 1);
+        if (atomic_compare_exchange_weak(&rw->word, &v, n))
+            break;
+    }
+    int32_t blocked = rw_r(v) + RW_MAXR - (int32_t)rw_w(v);
+    if (blocked > 0)
+        weft__semrelease(&rw->readersem, (uint32_t)blocked, 0, NULL);
+    mutex_unlock(&rw->w);
+    return WEFT_ETIMEDOUT;
+}
+
+static int trywlock(struct rwmutex *rw)
+{
+    int ret = mutex_trylock(&rw->w);
+    if (ret != 0)
+        return ret;
+    uint64_t v = LOAD(&rw->word), n;
+    do {
+        if (rw_r(v) != 0) {
+            mutex_unlock(&rw->w);
+            return WEFT_EAGAIN;
+        }
+        n = rw_make(-RW_MAXR, 0, rw_gen(v));
+    } while (!atomic_compare_exchange_weak(&rw->word, &v, n));
+    return 0;
+}
+
+static int wunlock(struct rwmutex *rw)
+{
+    uint64_t v = LOAD(&rw->word);
+    if (rw_r(v) >= 0 || rw_w(v) != 0)
+        return WEFT_EPERM;
+    releasew(rw, v);
+    mutex_unlock(&rw->w);
+    return 0;
+}
+
+#define RW(rw) ((struct rwmutex *)(rw))
+
+WEFT_EXTERN int weft_rwmutex_rlock(weft_rwmutex_t *rw)
+{
+    return rw ? rlock(RW(rw), WEFT_FOREVER) : WEFT_EINVAL;
+}
+WEFT_EXTERN int weft_rwmutex_rlock_dl(weft_rwmutex_t *rw, int64_t deadline)
+{
+    return rw ? rlock(RW(rw), deadline) : WEFT_EINVAL;
+}
+WEFT_EXTERN int weft_rwmutex_tryrlock(weft_rwmutex_t *rw)
+{
+    return rw ? tryrlock(RW(rw)) : WEFT_EINVAL;
+}
+WEFT_EXTERN int weft_rwmutex_runlock(weft_rwmutex_t *rw)
+{
+    return rw ? runlock(RW(rw)) : WEFT_EINVAL;
+}
+WEFT_EXTERN int weft_rwmutex_lock(weft_rwmutex_t *rw)
+{
+    return rw ? wlock_(RW(rw), WEFT_FOREVER) : WEFT_EINVAL;
+}
+WEFT_EXTERN int weft_rwmutex_lock_dl(weft_rwmutex_t *rw, int64_t deadline)
+{
+    return rw ? wlock_(RW(rw), deadline) : WEFT_EINVAL;
+}
+WEFT_EXTERN int weft_rwmutex_trylock(weft_rwmutex_t *rw)
+{
+    return rw ? trywlock(RW(rw)) : WEFT_EINVAL;
+}
+WEFT_EXTERN int weft_rwmutex_unlock(weft_rwmutex_t *rw)
+{
+    return rw ? wunlock(RW(rw)) : WEFT_EINVAL;
+}
+
+/* ------------------------------------------------------------------ cond */
+
+struct cond {
+    _Atomic uint32_t seq; /* atomic: bumped by every signal/broadcast */
+};
+_Static_assert(sizeof(struct cond) <= sizeof(weft_cond_t), "cond size");
+
+WEFT_EXTERN int weft_cond_wait_dl(weft_cond_t *cv, weft_mutex_t *mu,
+                                  int64_t deadline)
+{
+    if (cv == NULL || mu == NULL)
+        return WEFT_EINVAL;
+    if (mycoro() == NULL)
+        return WEFT_ENOTCORO;
+    struct cond *c = (struct cond *)cv;
+    uint32_t seq = atomic_load(&c->seq);
+    int ret = mutex_unlock((struct mutex *)mu);
+    if (ret != 0)
+        return ret;
+    ret = weft__futexsleep(&c->seq, seq, deadline, WR_SYNC_COND_WAIT);
+    int lr;
+    while ((lr = mutex_lock((struct mutex *)mu, WEFT_FOREVER)) != 0) {
+        /* A wait-for cycle through mu (printed): nobody could take mu
+         * from us, so retrying is all we can do; wait a little. */
+        weft_sleep(1000000);
+    }
+    return ret;
+}
+
+WEFT_EXTERN int weft_cond_wait(weft_cond_t *cv, weft_mutex_t *mu)
+{
+    return weft_cond_wait_dl(cv, mu, WEFT_FOREVER);
+}
+
+WEFT_EXTERN int weft_cond_signal(weft_cond_t *cv)
+{
+    if (cv == NULL)
+        return WEFT_EINVAL;
+    struct cond *c = (struct cond *)cv;
+    atomic_fetch_add(&c->seq, 1);
+    weft__futexwakeup(&c->seq, 1);
+    return 0;
+}
+
+WEFT_EXTERN int weft_cond_broadcast(weft_cond_t *cv)
+{
+    if (cv == NULL)
+        return WEFT_EINVAL;
+    struct cond *c = (struct cond *)cv;
+    atomic_fetch_add(&c->seq, 1);
+    weft__futexwakeup(&c->seq, UINT32_MAX);
+    return 0;
+}
+
+/* ------------------------------------------------------------- waitgroup */
+
+struct waitgroup {
+    _Atomic uint32_t gen;     /* offset 0: bumped when counter hits 0 */
+    uint32_t pad_;
+    _Atomic int64_t counter;  /* atomic */
+};
+_Static_assert(sizeof(struct waitgroup) <= sizeof(weft_waitgroup_t), "wg");
+_Static_assert(_Alignof(struct waitgroup) <= _Alignof(weft_waitgroup_t), "");
+
+WEFT_EXTERN int weft_waitgroup_add(weft_waitgroup_t *wgp, int64_t delta)
+{
+    if (wgp == NULL)
+        return WEFT_EINVAL;
+    struct waitgroup *wg = (struct waitgroup *)wgp;
+    int64_t c = LOAD(&wg->counter), n;
+    do {
+        if (__builtin_add_overflow(c, delta, &n) || n < 0)
+            return WEFT_EINVAL;
+    } while (!atomic_compare_exchange_weak(&wg->counter, &c, n));
+    if (n == 0 && delta != 0) {
+        atomic_fetch_add(&wg->gen, 1);
+        weft__futexwakeup(&wg->gen, UINT32_MAX);
+    }
+    return 0;
+}
+
+WEFT_EXTERN int weft_waitgroup_done(weft_waitgroup_t *wg)
+{
+    return weft_waitgroup_add(wg, -1);
+}
+
+WEFT_EXTERN int weft_waitgroup_wait_dl(weft_waitgroup_t *wgp,
+                                       int64_t deadline)
+{
+    if (wgp == NULL)
+        return WEFT_EINVAL;
+    struct waitgroup *wg = (struct waitgroup *)wgp;
+    if (mycoro() == NULL)
+        return WEFT_ENOTCORO;
+    uint32_t gen = atomic_load(&wg->gen);
+    if (atomic_load(&wg->counter) == 0)
+        return 0;
+    for (;;) {
+        int ret = weft__futexsleep(&wg->gen, gen, deadline,
+                                   WR_SYNC_WAITGROUP_WAIT);
+        if (atomic_load(&wg->gen) != gen || atomic_load(&wg->counter) == 0)
+            return 0;
+        if (ret != 0)
+            return ret;
+    }
+}
+
+WEFT_EXTERN int weft_waitgroup_wait(weft_waitgroup_t *wg)
+{
+    return weft_waitgroup_wait_dl(wg, WEFT_FOREVER);
+}
+
+/* ------------------------------------------------------------------ once */
+
+struct once {
+    _Atomic uint32_t done; /* release-stored after fn returned */
+    uint32_t pad_;
+    struct mutex m;
+};
+_Static_assert(sizeof(struct once) <= sizeof(weft_once_t), "once size");
+_Static_assert(_Alignof(struct once) <= _Alignof(weft_once_t), "once al");
+
+WEFT_EXTERN int weft_once_do(weft_once_t *op, weft_fn fn, void *arg)
+{
+    if (op == NULL || fn == NULL)
+        return WEFT_EINVAL;
+    struct once *o = (struct once *)op;
+    if (likely(LOADACQ(&o->done) != 0))
+        return 0;
+    /* WEFT_EDEADLK here: fn called weft_once_do on the same once. */
+    int ret = mutex_lock(&o->m, WEFT_FOREVER);
+    if (ret != 0)
+        return ret;
+    if (LOAD(&o->done) == 0) {
+        fn(arg);
+        STOREREL(&o->done, 1);
+    }
+    mutex_unlock(&o->m);
+    return 0;
+}
+
+/* ------------------------------------------------------------------- sem */
+
+struct sem {
+    _Atomic uint32_t count; /* the semaphore word; WEFT_SEM_INIT sets it */
+    uint32_t pad_[3];
+};
+_Static_assert(sizeof(struct sem) <= sizeof(weft_sem_t), "sem size");
+
+WEFT_EXTERN int weft_sem_acquire_dl(weft_sem_t *sp, int64_t deadline)
+{
+    if (sp == NULL)
+        return WEFT_EINVAL;
+    struct sem *s = (struct sem *)sp;
+    if (mycoro() == NULL)
+        return WEFT_ENOTCORO;
+    return weft__semacquire(&s->count, deadline, WR_SEMACQUIRE, false);
+}
+
+WEFT_EXTERN int weft_sem_acquire(weft_sem_t *s)
+{
+    return weft_sem_acquire_dl(s, WEFT_FOREVER);
+}
+
+WEFT_EXTERN int weft_sem_tryacquire(weft_sem_t *sp)
+{
+    if (sp == NULL)
+        return WEFT_EINVAL;
+    return weft__cansemacquire(&((struct sem *)sp)->count) ? 0 : WEFT_EAGAIN;
+}
+
+WEFT_EXTERN int weft_sem_release(weft_sem_t *sp, uint32_t n)
+{
+    if (sp == NULL || n == 0)
+        return WEFT_EINVAL;
+    struct sem *s = (struct sem *)sp;
+    if (LOAD(&s->count) > UINT32_MAX - n)
+        return WEFT_EINVAL; /* would overflow (racy check) */
+    weft__semrelease(&s->count, n, SEMA_HANDOFF, NULL);
+    return 0;
+}

@@ -1,0 +1,934 @@
+/*
+ * test_sync.c - tests of the sync objects (weft.h "sync"): mutex, rwmutex,
+ * cond, waitgroup, once, sem, and the mutex wait-for cycle check.
+ *
+ * Each test runs in its own forked child (harness.h) and its own
+ * weft_main with WEFTMAXPROCS set. Stress tests repeat over seeds and
+ * P counts and check invariants (exact counters, exclusion, bounds),
+ * never interleavings; their sizes shrink in sanitizer builds. Time
+ * bounds are multiplied by slow().
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "weft.h"
+
+#include "harness.h"
+#include "runtime.h"
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
+#define MS ((int64_t)1000 * 1000)
+#define US ((int64_t)1000)
+
+static double slow(void)
+{
+    return harness_timeout_scale() * (SANITIZED ? 4.0 : 1.0);
+}
+
+/* scale - n, or a quarter of it in sanitizer builds. */
+static int scale(int n) { return SANITIZED ? n / 4 : n; }
+
+static void set_procs(int n)
+{
+    char buf[16];
+    snprintf(buf, sizeof buf, "%d", n);
+    setenv("WEFTMAXPROCS", buf, 1);
+}
+
+static void run(int procs, weft_main_fn fn, void *arg)
+{
+    set_procs(procs);
+    int r = weft_main(fn, arg);
+    if (r != 0)
+        HARNESS_FAIL("weft_main returned %d (%s)", r, weft_err_name(r));
+}
+
+static int ncpu(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 2 ? 2 : n > 8 ? 8 : (int)n;
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void wait_until(_Atomic int64_t *c, int64_t n)
+{
+    while (atomic_load(c) < n)
+        weft_sleep(100 * US);
+}
+
+/* ------------------------------------------------------- mutex stress */
+
+static weft_mutex_t st_mu = WEFT_MUTEX_INIT;
+static int64_t st_counter; /* guarded by st_mu, deliberately not atomic */
+static _Atomic int st_inside;
+static _Atomic int64_t st_done;
+static int st_iters;
+static uint64_t st_seed;
+
+static void st_worker(void *arg)
+{
+    uint64_t s = st_seed * 0x9e3779b97f4a7c15ull + (uintptr_t)arg + 1;
+    for (int i = 0; i < st_iters; i++) {
+        EXPECT_OK(weft_mutex_lock(&st_mu));
+        ASSERT_EQ(atomic_fetch_add(&st_inside, 1), 0);
+        int64_t c = st_counter;
+        uint64_t r = rnd(&s);
+        if (r % 512 == 0)
+            weft_yield();
+        else if (r % 4099 == 0)
+            weft_sleep(20 * US);
+        st_counter = c + 1;
+        atomic_fetch_sub(&st_inside, 1);
+        EXPECT_OK(weft_mutex_unlock(&st_mu));
+        if (r % 61 == 0)
+            weft_yield();
+    }
+    atomic_fetch_add(&st_done, 1);
+}
+
+static int st_body(void *arg)
+{
+    int n = (int)(intptr_t)arg;
+    for (int i = 0; i < n; i++)
+        ASSERT(weft_go(st_worker, (void *)(intptr_t)i) > 0);
+    wait_until(&st_done, n);
+    ASSERT_EQ(st_counter, (int64_t)n * st_iters);
+    EXPECT_OK(weft_mutex_trylock(&st_mu)); /* free and consistent */
+    EXPECT_OK(weft_mutex_unlock(&st_mu));
+    return 0;
+}
+
+TEST_TIMEOUT(mutex_stress, 240)
+{
+    int procs[] = {1, 2, 4, ncpu()};
+    for (int seed = 0; seed < 6; seed++) {
+        st_seed = (uint64_t)seed;
+        st_counter = 0;
+        st_done = 0;
+        st_iters = scale(seed < 2 ? 20000 : 5000);
+        run(procs[seed % 4], st_body, (void *)(intptr_t)16);
+    }
+}
+
+/* ----------------------------------------------------- mutex starvation */
+
+static weft_mutex_t sv_mu = WEFT_MUTEX_INIT;
+static _Atomic int sv_stop;
+static _Atomic int64_t sv_started, sv_exited, sv_starving;
+
+/* sv_state - the mutex's state word (white box: see sched/mutex.c). */
+static int32_t sv_state(void)
+{
+    return (int32_t)(__atomic_load_n(&sv_mu.opaque_[0], __ATOMIC_RELAXED) >>
+                     32);
+}
+
+static void sv_hammer(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&sv_started, 1);
+    while (!atomic_load(&sv_stop)) {
+        weft_mutex_lock(&sv_mu);
+        if (sv_state() & 4) /* MUTEX_STARVING: a hand-off happened */
+            atomic_fetch_add(&sv_starving, 1);
+        for (volatile int i = 0; i < 200; i++)
+            ;
+        weft_mutex_unlock(&sv_mu);
+    }
+    atomic_fetch_add(&sv_exited, 1);
+}
+
+static int sv_body(void *arg)
+{
+    (void)arg;
+    int n = 8;
+    for (int i = 0; i < n; i++)
+        weft_go(sv_hammer, NULL);
+    wait_until(&sv_started, n);
+    weft_sleep(5 * MS);
+    for (int round = 0; round < 5; round++) {
+        int64_t t0 = weft_now();
+        EXPECT_OK(weft_mutex_lock(&sv_mu));
+        int64_t waited = weft_now() - t0;
+        EXPECT_OK(weft_mutex_unlock(&sv_mu));
+        ASSERT_LT(waited, (int64_t)(500 * MS * slow()));
+        weft_sleep(2 * MS);
+    }
+    atomic_store(&sv_stop, 1);
+    wait_until(&sv_exited, n);
+    printf("# starvation-mode acquisitions: %lld\n",
+           (long long)atomic_load(&sv_starving));
+    return 0;
+}
+
+TEST_TIMEOUT(mutex_starvation, 120)
+{
+    run(ncpu() < 4 ? ncpu() : 4, sv_body, NULL);
+}
+
+/* ------------------------------------------------------ deadlines */
+
+static weft_mutex_t dl_mu = WEFT_MUTEX_INIT;
+static weft_rwmutex_t dl_rw = WEFT_RWMUTEX_INIT;
+static weft_sem_t dl_sem = WEFT_SEM_INIT(0);
+static weft_cond_t dl_cv = WEFT_COND_INIT;
+static weft_waitgroup_t dl_wg = WEFT_WAITGROUP_INIT;
+static _Atomic int64_t dl_done;
+
+static void check_late(int64_t dl, int r)
+{
+    EXPECT_ERR(r, WEFT_ETIMEDOUT);
+    ASSERT_GE(weft_now(), dl);
+}
+
+static void dl_waiter(void *arg)
+{
+    int64_t d = (int64_t)(intptr_t)arg * MS;
+    int64_t dl = weft_now() + d;
+    check_late(dl, weft_mutex_lock_dl(&dl_mu, dl));
+    dl = weft_now() + d;
+    check_late(dl, weft_rwmutex_lock_dl(&dl_rw, dl));
+    dl = weft_now() + d;
+    check_late(dl, weft_rwmutex_rlock_dl(&dl_rw, dl));
+    dl = weft_now() + d;
+    check_late(dl, weft_sem_acquire_dl(&dl_sem, dl));
+    dl = weft_now() + d;
+    check_late(dl, weft_waitgroup_wait_dl(&dl_wg, dl));
+    weft_mutex_t m = WEFT_MUTEX_INIT;
+    EXPECT_OK(weft_mutex_lock(&m));
+    dl = weft_now() + d;
+    check_late(dl, weft_cond_wait_dl(&dl_cv, &m, dl));
+    EXPECT_OK(weft_mutex_unlock(&m)); /* relocked on timeout */
+    /* A deadline already past: no wait at all. */
+    EXPECT_ERR(weft_mutex_lock_dl(&dl_mu, weft_now() - 1), WEFT_ETIMEDOUT);
+    atomic_fetch_add(&dl_done, 1);
+}
+
+static int dl_body(void *arg)
+{
+    (void)arg;
+    EXPECT_OK(weft_mutex_lock(&dl_mu));
+    EXPECT_OK(weft_rwmutex_lock(&dl_rw));
+    EXPECT_OK(weft_waitgroup_add(&dl_wg, 1));
+    int n = 0;
+    for (int ms = 1; ms <= 20; ms += 3, n++)
+        weft_go(dl_waiter, (void *)(intptr_t)ms);
+    wait_until(&dl_done, n);
+    /* Everything is consistent after the timeouts. */
+    EXPECT_OK(weft_mutex_unlock(&dl_mu));
+    EXPECT_OK(weft_mutex_trylock(&dl_mu));
+    EXPECT_OK(weft_mutex_unlock(&dl_mu));
+    EXPECT_OK(weft_rwmutex_unlock(&dl_rw));
+    EXPECT_OK(weft_rwmutex_trylock(&dl_rw));
+    EXPECT_OK(weft_rwmutex_unlock(&dl_rw));
+    EXPECT_OK(weft_rwmutex_tryrlock(&dl_rw));
+    EXPECT_OK(weft_rwmutex_runlock(&dl_rw));
+    EXPECT_ERR(weft_sem_tryacquire(&dl_sem), WEFT_EAGAIN);
+    EXPECT_OK(weft_waitgroup_done(&dl_wg));
+    return 0;
+}
+
+TEST(deadlines_never_early)
+{
+    run(2, dl_body, NULL);
+    dl_done = 0;
+    run(1, dl_body, NULL);
+}
+
+/* Timeouts racing with wake-ups: counters stay exact, objects usable. */
+static weft_mutex_t tr_mu = WEFT_MUTEX_INIT;
+static weft_rwmutex_t tr_rw = WEFT_RWMUTEX_INIT;
+static int64_t tr_counter, tr_ok;
+static _Atomic int tr_readers, tr_writers;
+static _Atomic int64_t tr_done;
+static int tr_iters;
+
+static void tr_worker(void *arg)
+{
+    uint64_t s = (uintptr_t)arg * 7919 + 3;
+    for (int i = 0; i < tr_iters; i++) {
+        uint64_t r = rnd(&s);
+        int64_t dl = weft_now() + (int64_t)(r % 200) * US;
+        if (r % 3 == 0) {
+            int e = weft_mutex_lock_dl(&tr_mu, (r & 8) ? dl : WEFT_FOREVER);
+            if (e == 0) {
+                tr_counter++;
+                tr_ok++;
+                if (r % 5 == 0)
+                    weft_sleep(30 * US);
+                EXPECT_OK(weft_mutex_unlock(&tr_mu));
+            } else {
+                EXPECT_ERR(e, WEFT_ETIMEDOUT);
+            }
+        } else if (r % 3 == 1) {
+            int e = weft_rwmutex_lock_dl(&tr_rw, (r & 8) ? dl : WEFT_FOREVER);
+            if (e == 0) {
+                ASSERT_EQ(atomic_fetch_add(&tr_writers, 1), 0);
+                ASSERT_EQ(atomic_load(&tr_readers), 0);
+                if (r % 5 == 0)
+                    weft_sleep(30 * US);
+                atomic_fetch_sub(&tr_writers, 1);
+                EXPECT_OK(weft_rwmutex_unlock(&tr_rw));
+            } else {
+                EXPECT_ERR(e, WEFT_ETIMEDOUT);
+            }
+        } else {
+            int e = weft_rwmutex_rlock_dl(&tr_rw, (r & 8) ? dl : WEFT_FOREVER);
+            if (e == 0) {
+                atomic_fetch_add(&tr_readers, 1);
+                ASSERT_EQ(atomic_load(&tr_writers), 0);
+                if (r % 5 == 0)
+                    weft_sleep(50 * US);
+                else
+                    weft_yield();
+                atomic_fetch_sub(&tr_readers, 1);
+                EXPECT_OK(weft_rwmutex_runlock(&tr_rw));
+            } else {
+                EXPECT_ERR(e, WEFT_ETIMEDOUT);
+            }
+        }
+    }
+    atomic_fetch_add(&tr_done, 1);
+}
+
+static int tr_body(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 16; i++)
+        weft_go(tr_worker, (void *)(intptr_t)i);
+    wait_until(&tr_done, 16);
+    ASSERT_EQ(tr_counter, tr_ok);
+    EXPECT_OK(weft_mutex_trylock(&tr_mu));
+    EXPECT_OK(weft_mutex_unlock(&tr_mu));
+    EXPECT_OK(weft_rwmutex_trylock(&tr_rw));
+    EXPECT_OK(weft_rwmutex_unlock(&tr_rw));
+    return 0;
+}
+
+TEST_TIMEOUT(timeouts_stress, 180)
+{
+    for (int seed = 0; seed < 4; seed++) {
+        tr_done = 0;
+        tr_iters = scale(3000);
+        run(seed % 2 ? ncpu() : 2, tr_body, NULL);
+    }
+}
+
+/* ---------------------------------------------------------- rwmutex */
+
+static weft_rwmutex_t rw_rw = WEFT_RWMUTEX_INIT;
+static _Atomic int rw_stop;
+static _Atomic int rw_in;
+static _Atomic int64_t rw_exited;
+
+static void rw_reader(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&rw_stop)) {
+        EXPECT_OK(weft_rwmutex_rlock(&rw_rw));
+        atomic_fetch_add(&rw_in, 1);
+        weft_sleep(200 * US);
+        atomic_fetch_sub(&rw_in, 1);
+        EXPECT_OK(weft_rwmutex_runlock(&rw_rw));
+    }
+    atomic_fetch_add(&rw_exited, 1);
+}
+
+static int rw_progress_body(void *arg)
+{
+    (void)arg;
+    int n = 16;
+    for (int i = 0; i < n; i++)
+        weft_go(rw_reader, NULL);
+    weft_sleep(5 * MS);
+    for (int k = 0; k < 20; k++) {
+        int64_t t0 = weft_now();
+        EXPECT_OK(weft_rwmutex_lock(&rw_rw));
+        ASSERT_EQ(atomic_load(&rw_in), 0);
+        weft_sleep(100 * US);
+        ASSERT_EQ(atomic_load(&rw_in), 0);
+        EXPECT_OK(weft_rwmutex_unlock(&rw_rw));
+        ASSERT_LT(weft_now() - t0, (int64_t)(200 * MS * slow()));
+        weft_sleep(1 * MS);
+    }
+    atomic_store(&rw_stop, 1);
+    wait_until(&rw_exited, n);
+    return 0;
+}
+
+TEST(rwmutex_writer_progress)
+{
+    run(ncpu(), rw_progress_body, NULL);
+}
+
+static _Atomic int64_t rp_holding, rp_done;
+static void rp_reader(void *arg)
+{
+    (void)arg;
+    EXPECT_OK(weft_rwmutex_rlock(&rw_rw));
+    atomic_fetch_add(&rp_holding, 1);
+    /* All readers hold it at once, or this never ends (timeout). */
+    wait_until(&rp_holding, 8);
+    EXPECT_OK(weft_rwmutex_runlock(&rw_rw));
+    atomic_fetch_add(&rp_done, 1);
+}
+
+static int rp_body(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 8; i++)
+        weft_go(rp_reader, NULL);
+    wait_until(&rp_done, 8);
+    EXPECT_ERR(weft_rwmutex_runlock(&rw_rw), WEFT_EPERM);
+    EXPECT_ERR(weft_rwmutex_unlock(&rw_rw), WEFT_EPERM);
+    EXPECT_OK(weft_rwmutex_rlock(&rw_rw));
+    EXPECT_ERR(weft_rwmutex_trylock(&rw_rw), WEFT_EAGAIN);
+    EXPECT_OK(weft_rwmutex_tryrlock(&rw_rw));
+    EXPECT_ERR(weft_rwmutex_unlock(&rw_rw), WEFT_EPERM);
+    EXPECT_OK(weft_rwmutex_runlock(&rw_rw));
+    EXPECT_OK(weft_rwmutex_runlock(&rw_rw));
+    EXPECT_OK(weft_rwmutex_lock(&rw_rw));
+    EXPECT_ERR(weft_rwmutex_tryrlock(&rw_rw), WEFT_EAGAIN);
+    EXPECT_ERR(weft_rwmutex_runlock(&rw_rw), WEFT_EPERM);
+    EXPECT_OK(weft_rwmutex_unlock(&rw_rw));
+    return 0;
+}
+
+TEST(rwmutex_readers_parallel)
+{
+    run(1, rp_body, NULL);
+    rp_holding = rp_done = 0;
+    run(ncpu(), rp_body, NULL);
+}
+
+/* ------------------------------------------------------------- cond */
+
+static weft_mutex_t cv_mu = WEFT_MUTEX_INIT;
+static weft_cond_t cv_cv = WEFT_COND_INIT;
+static int64_t cv_items, cv_consumed; /* cv_mu */
+static _Atomic int64_t cv_cdone;
+static int cv_per, cv_timed;
+
+static void cv_consumer(void *arg)
+{
+    uint64_t s = (uintptr_t)arg + 77;
+    for (int i = 0; i < cv_per; i++) {
+        EXPECT_OK(weft_mutex_lock(&cv_mu));
+        while (cv_items == 0) {
+            if (!cv_timed) {
+                EXPECT_OK(weft_cond_wait(&cv_cv, &cv_mu));
+                continue;
+            }
+            /* Timeouts racing with signals must not lose any. */
+            int64_t dl = weft_now() + (int64_t)(rnd(&s) % 50) * US;
+            int r = weft_cond_wait_dl(&cv_cv, &cv_mu, dl);
+            if (r != 0)
+                EXPECT_ERR(r, WEFT_ETIMEDOUT);
+        }
+        cv_items--;
+        cv_consumed++;
+        EXPECT_OK(weft_mutex_unlock(&cv_mu));
+    }
+    atomic_fetch_add(&cv_cdone, 1);
+}
+
+static void cv_producer(void *arg)
+{
+    uint64_t s = (uintptr_t)arg + 11;
+    for (int i = 0; i < cv_per; i++) {
+        EXPECT_OK(weft_mutex_lock(&cv_mu));
+        cv_items++;
+        EXPECT_OK(weft_mutex_unlock(&cv_mu));
+        EXPECT_OK(weft_cond_signal(&cv_cv));
+        if (rnd(&s) % 16 == 0)
+            weft_yield();
+    }
+}
+
+static int cv_body(void *arg)
+{
+    (void)arg;
+    int n = 8;
+    for (int i = 0; i < n; i++) {
+        weft_go(cv_consumer, (void *)(intptr_t)i);
+        weft_go(cv_producer, (void *)(intptr_t)i);
+    }
+    wait_until(&cv_cdone, n);
+    ASSERT_EQ(cv_consumed, (int64_t)n * cv_per);
+    ASSERT_EQ(cv_items, 0);
+    return 0;
+}
+
+TEST(cond_signal_no_lost_wakeup)
+{
+    for (int seed = 0; seed < 4; seed++) {
+        cv_items = cv_consumed = 0;
+        cv_cdone = 0;
+        cv_per = scale(5000);
+        cv_timed = seed >= 2;
+        run(seed % 2 ? ncpu() : 1, cv_body, NULL);
+    }
+}
+
+static int bc_flag; /* cv_mu */
+static _Atomic int64_t bc_waiting, bc_woken;
+
+static void bc_waiter(void *arg)
+{
+    (void)arg;
+    EXPECT_OK(weft_mutex_lock(&cv_mu));
+    atomic_fetch_add(&bc_waiting, 1);
+    while (!bc_flag)
+        EXPECT_OK(weft_cond_wait(&cv_cv, &cv_mu));
+    EXPECT_OK(weft_mutex_unlock(&cv_mu));
+    atomic_fetch_add(&bc_woken, 1);
+}
+
+static int bc_body(void *arg)
+{
+    (void)arg;
+    int n = 50;
+    for (int i = 0; i < n; i++)
+        weft_go(bc_waiter, NULL);
+    wait_until(&bc_waiting, n);
+    weft_sleep(2 * MS);
+    EXPECT_OK(weft_mutex_lock(&cv_mu));
+    bc_flag = 1;
+    EXPECT_OK(weft_mutex_unlock(&cv_mu));
+    EXPECT_OK(weft_cond_broadcast(&cv_cv));
+    wait_until(&bc_woken, n);
+    return 0;
+}
+
+TEST(cond_broadcast_wakes_all)
+{
+    run(ncpu(), bc_body, NULL);
+}
+
+/* -------------------------------------------------------- waitgroup */
+
+static weft_waitgroup_t wg_wg = WEFT_WAITGROUP_INIT;
+static _Atomic int64_t wg_count;
+
+static void wg_worker(void *arg)
+{
+    weft_sleep((int64_t)(uintptr_t)arg % 7 * 100 * US);
+    atomic_fetch_add(&wg_count, 1);
+    EXPECT_OK(weft_waitgroup_done(&wg_wg));
+}
+
+static _Atomic int64_t wg_waiters_done;
+static int wg_n;
+static void wg_waiter(void *arg)
+{
+    (void)arg;
+    EXPECT_OK(weft_waitgroup_wait(&wg_wg));
+    ASSERT_EQ(atomic_load(&wg_count), wg_n);
+    atomic_fetch_add(&wg_waiters_done, 1);
+}
+
+static int wg_body(void *arg)
+{
+    (void)arg;
+    weft_waitgroup_t z = WEFT_WAITGROUP_INIT;
+    EXPECT_OK(weft_waitgroup_wait(&z)); /* zero: at once */
+    EXPECT_ERR(weft_waitgroup_add(&z, -1), WEFT_EINVAL);
+    EXPECT_ERR(weft_waitgroup_done(&z), WEFT_EINVAL);
+    EXPECT_OK(weft_waitgroup_add(&z, 2));
+    EXPECT_ERR(weft_waitgroup_add(&z, -3), WEFT_EINVAL); /* unchanged */
+    EXPECT_OK(weft_waitgroup_add(&z, -2));
+    EXPECT_OK(weft_waitgroup_wait(&z));
+    for (int round = 0; round < 5; round++) {
+        wg_n = 1000;
+        wg_count = 0;
+        wg_waiters_done = 0;
+        EXPECT_OK(weft_waitgroup_add(&wg_wg, wg_n));
+        for (int i = 0; i < 4; i++)
+            weft_go(wg_waiter, NULL);
+        for (int i = 0; i < wg_n; i++)
+            weft_go(wg_worker, (void *)(intptr_t)i);
+        EXPECT_OK(weft_waitgroup_wait(&wg_wg));
+        ASSERT_EQ(atomic_load(&wg_count), wg_n);
+        wait_until(&wg_waiters_done, 4);
+    }
+    return 0;
+}
+
+TEST(waitgroup)
+{
+    run(ncpu(), wg_body, NULL);
+}
+
+/* ------------------------------------------------------------- once */
+
+static weft_once_t on_once = WEFT_ONCE_INIT;
+static _Atomic int on_runs, on_finished;
+static _Atomic int64_t on_done;
+
+static void on_fn(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&on_runs, 1);
+    weft_sleep(5 * MS);
+    atomic_store(&on_finished, 1);
+}
+
+static void on_caller(void *arg)
+{
+    (void)arg;
+    EXPECT_OK(weft_once_do(&on_once, on_fn, NULL));
+    ASSERT_EQ(atomic_load(&on_finished), 1);
+    atomic_fetch_add(&on_done, 1);
+}
+
+static void on_recursive(void *arg)
+{
+    EXPECT_ERR(weft_once_do((weft_once_t *)arg, on_recursive, arg),
+               WEFT_EDEADLK);
+}
+
+static int on_body(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 100; i++)
+        weft_go(on_caller, NULL);
+    wait_until(&on_done, 100);
+    ASSERT_EQ(atomic_load(&on_runs), 1);
+    EXPECT_OK(weft_once_do(&on_once, on_fn, NULL));
+    ASSERT_EQ(atomic_load(&on_runs), 1);
+    weft_once_t o2 = WEFT_ONCE_INIT;
+    int fd = dup(2), nul = open("/dev/null", O_WRONLY);
+    dup2(nul, 2); /* the cycle report */
+    EXPECT_OK(weft_once_do(&o2, on_recursive, &o2));
+    dup2(fd, 2);
+    close(fd);
+    close(nul);
+    return 0;
+}
+
+TEST(once)
+{
+    run(ncpu(), on_body, NULL);
+}
+
+/* -------------------------------------------------------------- sem */
+
+static weft_sem_t sm_sem = WEFT_SEM_INIT(3);
+static _Atomic int sm_in, sm_max;
+static _Atomic int64_t sm_done;
+
+static void sm_worker(void *arg)
+{
+    uint64_t s = (uintptr_t)arg + 5;
+    for (int i = 0; i < scale(2000); i++) {
+        EXPECT_OK(weft_sem_acquire(&sm_sem));
+        int v = atomic_fetch_add(&sm_in, 1) + 1;
+        ASSERT_LE(v, 3);
+        int m = atomic_load(&sm_max);
+        while (v > m && !atomic_compare_exchange_weak(&sm_max, &m, v))
+            ;
+        if (rnd(&s) % 8 == 0)
+            weft_sleep(10 * US);
+        else
+            weft_yield();
+        atomic_fetch_sub(&sm_in, 1);
+        EXPECT_OK(weft_sem_release(&sm_sem, 1));
+    }
+    atomic_fetch_add(&sm_done, 1);
+}
+
+static int sm_body(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 32; i++)
+        weft_go(sm_worker, (void *)(intptr_t)i);
+    wait_until(&sm_done, 32);
+    ASSERT_EQ(atomic_load(&sm_max), 3);
+    for (int i = 0; i < 3; i++)
+        EXPECT_OK(weft_sem_tryacquire(&sm_sem));
+    EXPECT_ERR(weft_sem_tryacquire(&sm_sem), WEFT_EAGAIN);
+    EXPECT_OK(weft_sem_release(&sm_sem, 3));
+    return 0;
+}
+
+TEST(sem_count_never_exceeded)
+{
+    run(ncpu(), sm_body, NULL);
+}
+
+/* --------------------------------------------------- wait-for cycles */
+
+static weft_mutex_t dk_m1 = WEFT_MUTEX_INIT, dk_m2 = WEFT_MUTEX_INIT;
+static _Atomic int64_t dk_holding, dk_done, dk_edeadlk;
+static _Atomic int64_t dk_ids[2];
+
+static void dk_worker(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    weft_mutex_t *first = i == 0 ? &dk_m1 : &dk_m2;
+    weft_mutex_t *second = i == 0 ? &dk_m2 : &dk_m1;
+    dk_ids[i] = weft_self();
+    EXPECT_OK(weft_mutex_lock(first));
+    atomic_fetch_add(&dk_holding, 1);
+    while (atomic_load(&dk_holding) < 2)
+        weft_yield();
+    int r = weft_mutex_lock(second);
+    if (r == WEFT_EDEADLK) {
+        atomic_fetch_add(&dk_edeadlk, 1);
+        EXPECT_OK(weft_mutex_unlock(first)); /* let the other through */
+    } else {
+        EXPECT_OK(r);
+        EXPECT_OK(weft_mutex_unlock(second));
+        EXPECT_OK(weft_mutex_unlock(first));
+    }
+    atomic_fetch_add(&dk_done, 1);
+}
+
+static void dk_spinner(void *arg)
+{
+    /* Other coroutines keep running meanwhile. */
+    while (atomic_load(&dk_done) < 2)
+        weft_sleep(50 * US);
+    (void)arg;
+}
+
+static int dk_body(void *arg)
+{
+    (void)arg;
+    weft_go(dk_spinner, NULL);
+    weft_go(dk_worker, (void *)0);
+    weft_go(dk_worker, (void *)1);
+    wait_until(&dk_done, 2);
+    ASSERT_EQ(atomic_load(&dk_edeadlk), 1);
+    /* A self-cycle: locking a mutex one holds. */
+    weft_mutex_t m = WEFT_MUTEX_INIT;
+    EXPECT_OK(weft_mutex_lock(&m));
+    EXPECT_ERR(weft_mutex_lock(&m), WEFT_EDEADLK);
+    EXPECT_ERR(weft_mutex_lock_dl(&m, weft_now() + MS), WEFT_EDEADLK);
+    EXPECT_OK(weft_mutex_unlock(&m));
+    return 0;
+}
+
+TEST(mutex_cycle_detected)
+{
+    for (int rep = 0; rep < 10; rep++) {
+        dk_holding = dk_done = dk_edeadlk = 0;
+        char path[] = "/tmp/weft_sync_XXXXXX";
+        int tmp = mkstemp(path);
+        ASSERT(tmp >= 0);
+        unlink(path);
+        int saved = dup(2);
+        dup2(tmp, 2);
+        set_procs(rep % 2 ? ncpu() : 1);
+        int r = weft_main(dk_body, NULL);
+        dup2(saved, 2);
+        close(saved);
+        EXPECT_OK(r);
+        char out[8192];
+        ssize_t len = pread(tmp, out, sizeof out - 1, 0);
+        close(tmp);
+        ASSERT(len > 0);
+        out[len] = '\0';
+        ASSERT_EQ(harness_count_lines(out, "wait-for cycle of 2"), 1);
+        ASSERT_EQ(harness_count_lines(out, "wait-for cycle of 1"), 2);
+        char a[64], b[64];
+        snprintf(a, sizeof a, "coroutine %lld [", (long long)dk_ids[0]);
+        snprintf(b, sizeof b, "coroutine %lld [", (long long)dk_ids[1]);
+        ASSERT_CONTAINS(out, a);
+        ASSERT_CONTAINS(out, b);
+        ASSERT_CONTAINS(out, "sync.Mutex.Lock");
+    }
+}
+
+/* ---------------------------------------------------------- bad input */
+
+static weft_sem_t bi_sem = WEFT_SEM_INIT(0);
+static weft_cond_t bi_cv = WEFT_COND_INIT;
+static weft_mutex_t bi_mu = WEFT_MUTEX_INIT;
+static weft_waitgroup_t bi_wg = WEFT_WAITGROUP_INIT;
+static int bi_flag; /* bi_mu */
+
+static void check_notcoro(void)
+{
+    weft_mutex_t m = WEFT_MUTEX_INIT;
+    weft_rwmutex_t rw = WEFT_RWMUTEX_INIT;
+    weft_cond_t cv = WEFT_COND_INIT;
+    weft_waitgroup_t wg = WEFT_WAITGROUP_INIT;
+    weft_once_t o = WEFT_ONCE_INIT;
+    weft_sem_t s = WEFT_SEM_INIT(1);
+    EXPECT_ERR(weft_mutex_lock(&m), WEFT_ENOTCORO);
+    EXPECT_ERR(weft_mutex_lock_dl(&m, WEFT_FOREVER), WEFT_ENOTCORO);
+    EXPECT_ERR(weft_rwmutex_lock(&rw), WEFT_ENOTCORO);
+    EXPECT_ERR(weft_rwmutex_rlock(&rw), WEFT_ENOTCORO);
+    EXPECT_ERR(weft_cond_wait(&cv, &m), WEFT_ENOTCORO);
+    EXPECT_ERR(weft_waitgroup_wait(&wg), WEFT_ENOTCORO);
+    EXPECT_ERR(weft_sem_acquire(&s), WEFT_ENOTCORO);
+    EXPECT_ERR(weft_once_do(&o, on_fn, NULL),
+               WEFT_ENOTCORO);
+    /* The non-blocking forms work anywhere. */
+    EXPECT_OK(weft_mutex_trylock(&m));
+    EXPECT_ERR(weft_mutex_trylock(&m), WEFT_EAGAIN);
+    EXPECT_OK(weft_mutex_unlock(&m));
+    EXPECT_ERR(weft_mutex_unlock(&m), WEFT_EPERM);
+    EXPECT_OK(weft_rwmutex_trylock(&rw));
+    EXPECT_OK(weft_rwmutex_unlock(&rw));
+    EXPECT_OK(weft_sem_tryacquire(&s));
+    EXPECT_OK(weft_sem_release(&s, 1));
+    EXPECT_OK(weft_cond_signal(&cv));
+    EXPECT_OK(weft_cond_broadcast(&cv));
+    EXPECT_OK(weft_waitgroup_add(&wg, 1));
+    EXPECT_OK(weft_waitgroup_done(&wg));
+}
+
+static void *bi_thread(void *arg)
+{
+    (void)arg;
+    check_notcoro();
+    usleep(20000);
+    EXPECT_OK(weft_sem_release(&bi_sem, 1));
+    usleep(20000);
+    weft_mutex_lock_dl(&bi_mu, 0); /* ENOTCORO, ignored */
+    while (weft_mutex_trylock(&bi_mu) != 0)
+        usleep(100);
+    bi_flag = 1;
+    EXPECT_OK(weft_mutex_unlock(&bi_mu));
+    EXPECT_OK(weft_cond_signal(&bi_cv));
+    usleep(20000);
+    EXPECT_OK(weft_waitgroup_done(&bi_wg));
+    EXPECT_OK(weft_external_unref());
+    return NULL;
+}
+
+static intptr_t bi_join(void *arg)
+{
+    return pthread_join(*(pthread_t *)arg, NULL);
+}
+
+static int bi_body(void *arg)
+{
+    (void)arg;
+    EXPECT_ERR(weft_mutex_lock(NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_mutex_lock_dl(NULL, 0), WEFT_EINVAL);
+    EXPECT_ERR(weft_mutex_trylock(NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_mutex_unlock(NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_rwmutex_rlock(NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_rwmutex_rlock_dl(NULL, 0), WEFT_EINVAL);
+    EXPECT_ERR(weft_rwmutex_tryrlock(NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_rwmutex_runlock(NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_rwmutex_lock(NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_rwmutex_lock_dl(NULL, 0), WEFT_EINVAL);
+    EXPECT_ERR(weft_rwmutex_trylock(NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_rwmutex_unlock(NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_cond_wait(NULL, &bi_mu), WEFT_EINVAL);
+    EXPECT_ERR(weft_cond_wait(&bi_cv, NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_cond_wait_dl(NULL, NULL, 0), WEFT_EINVAL);
+    EXPECT_ERR(weft_cond_signal(NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_cond_broadcast(NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_waitgroup_add(NULL, 1), WEFT_EINVAL);
+    EXPECT_ERR(weft_waitgroup_done(NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_waitgroup_wait(NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_waitgroup_wait_dl(NULL, 0), WEFT_EINVAL);
+    EXPECT_ERR(weft_once_do(NULL, on_fn, NULL), WEFT_EINVAL);
+    weft_once_t o = WEFT_ONCE_INIT;
+    EXPECT_ERR(weft_once_do(&o, NULL, NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_sem_acquire(NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_sem_acquire_dl(NULL, 0), WEFT_EINVAL);
+    EXPECT_ERR(weft_sem_tryacquire(NULL), WEFT_EINVAL);
+    EXPECT_ERR(weft_sem_release(NULL, 1), WEFT_EINVAL);
+    EXPECT_ERR(weft_sem_release(&bi_sem, 0), WEFT_EINVAL);
+    weft_mutex_t m = WEFT_MUTEX_INIT;
+    EXPECT_ERR(weft_mutex_unlock(&m), WEFT_EPERM);
+    EXPECT_ERR(weft_cond_wait(&bi_cv, &m), WEFT_EPERM); /* not locked */
+
+    /* A plain thread wakes coroutines. */
+    EXPECT_OK(weft_waitgroup_add(&bi_wg, 1));
+    EXPECT_OK(weft_external_ref());
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, bi_thread, NULL), 0);
+    EXPECT_OK(weft_sem_acquire(&bi_sem));
+    EXPECT_OK(weft_mutex_lock(&bi_mu));
+    while (!bi_flag)
+        EXPECT_OK(weft_cond_wait(&bi_cv, &bi_mu));
+    EXPECT_OK(weft_mutex_unlock(&bi_mu));
+    EXPECT_OK(weft_waitgroup_wait(&bi_wg));
+    EXPECT_OK(weft_blocking(bi_join, &t));
+    return 0;
+}
+
+TEST(bad_input_and_plain_threads)
+{
+    check_notcoro(); /* no runtime at all */
+    run(2, bi_body, NULL);
+    run(1, bi_body, NULL);
+}
+
+/* ---------------------------------------------------- contention hook */
+
+static _Atomic int64_t hk_events, hk_unlocker_events;
+static weft_mutex_t hk_mu = WEFT_MUTEX_INIT;
+static _Atomic int64_t hk_done;
+
+static void hk_hook(struct g *gp, int reason, int64_t start, int64_t end,
+                    const void *obj, struct g *unlocker)
+{
+    ASSERT(gp != NULL);
+    ASSERT_LE(start, end);
+    if (obj == (const void *)&hk_mu) {
+        ASSERT_EQ(reason, WR_SYNC_MUTEX_LOCK);
+        atomic_fetch_add(&hk_events, 1);
+        if (unlocker != NULL) {
+            ASSERT(unlocker != gp);
+            atomic_fetch_add(&hk_unlocker_events, 1);
+        }
+    }
+}
+
+static void hk_worker(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 200; i++) {
+        EXPECT_OK(weft_mutex_lock(&hk_mu));
+        weft_sleep(20 * US);
+        EXPECT_OK(weft_mutex_unlock(&hk_mu));
+    }
+    atomic_fetch_add(&hk_done, 1);
+}
+
+static int hk_body(void *arg)
+{
+    (void)arg;
+    weft__contention_hook = hk_hook;
+    for (int i = 0; i < 4; i++)
+        weft_go(hk_worker, NULL);
+    wait_until(&hk_done, 4);
+    weft__contention_hook = NULL;
+    ASSERT_GT(atomic_load(&hk_events), 0);
+    ASSERT_GT(atomic_load(&hk_unlocker_events), 0);
+    return 0;
+}
+
+TEST(contention_hook_reports_unlocker)
+{
+    run(2, hk_body, NULL);
+}
