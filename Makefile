@@ -43,7 +43,7 @@ VALGRIND_ENV := HARNESS_TIMEOUT_SCALE=20
 
 # The demo: every example in DEMOS is built, then shown by its demo-NAME
 # rule, in order. A new demo adds its name here and a demo-NAME rule.
-DEMOS := hello
+DEMOS := hello pipeline
 
 MAKEFLAGS += --no-print-directory
 # meson and ninja parallelise; make's own steps must run in order.
@@ -84,6 +84,11 @@ demo-hello: demo-build
 	@echo
 	@echo "\$$ $(BUILD)/examples/hello"
 	@$(BUILD)/examples/hello
+
+demo-pipeline: demo-build
+	@echo
+	@echo "\$$ $(BUILD)/examples/pipeline 200000"
+	@$(BUILD)/examples/pipeline 200000
 
 # ----------------------------------------------------------------- tests
 
