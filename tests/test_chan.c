@@ -20,37 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "weft.h"
-
-#include "harness.h"
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
-#define MS ((int64_t)1000 * 1000)
-
-static double slow(void)
-{
-    return harness_timeout_scale() * (SANITIZED ? 4.0 : 1.0);
-}
-
-static void run(int procs, weft_main_fn fn, void *arg)
-{
-    char buf[16];
-    snprintf(buf, sizeof buf, "%d", procs);
-    setenv("WEFTMAXPROCS", buf, 1);
-    int r = weft_main(fn, arg);
-    if (r != 0)
-        HARNESS_FAIL("weft_main returned %d (%s)", r, weft_err_name(r));
-}
+#include "weft_test.h"
 
 static weft_chan_t *newchan(size_t elemsize, size_t cap)
 {

@@ -21,49 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "weft.h"
-
-#include "harness.h"
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
-#define MS ((int64_t)1000 * 1000)
-#define US ((int64_t)1000)
-
-/* slow - factor for time bounds: slower builds get looser bounds. */
-static double slow(void)
-{
-    return harness_timeout_scale() * (SANITIZED ? 4.0 : 1.0);
-}
-
-static void set_procs(int n)
-{
-    char buf[16];
-    snprintf(buf, sizeof buf, "%d", n);
-    setenv("WEFTMAXPROCS", buf, 1);
-}
-
-/* run - weft_main(fn, arg) with WEFTMAXPROCS=procs (0: leave it unset);
- * asserts that it returns 0. */
-static void run(int procs, weft_main_fn fn, void *arg)
-{
-    if (procs > 0)
-        set_procs(procs);
-    else
-        unsetenv("WEFTMAXPROCS");
-    int r = weft_main(fn, arg);
-    if (r != 0)
-        HARNESS_FAIL("weft_main returned %d (%s)", r, weft_err_name(r));
-}
+#include "weft_test.h"
 
 /* wait_yield - yield until *c >= n. */
 static void wait_yield(_Atomic int64_t *c, int64_t n)

@@ -15,47 +15,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "weft.h"
-
-#include "harness.h"
+#include "weft_test.h"
 #include "runtime.h"
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
-
-#define MS ((int64_t)1000 * 1000)
-#define US ((int64_t)1000)
-
-static double slow(void)
-{
-    return harness_timeout_scale() * (SANITIZED ? 4.0 : 1.0);
-}
 
 /* scale - n, or a quarter of it in sanitizer builds. */
 static int scale(int n) { return SANITIZED ? n / 4 : n; }
-
-static void set_procs(int n)
-{
-    char buf[16];
-    snprintf(buf, sizeof buf, "%d", n);
-    setenv("WEFTMAXPROCS", buf, 1);
-}
-
-static void run(int procs, weft_main_fn fn, void *arg)
-{
-    set_procs(procs);
-    int r = weft_main(fn, arg);
-    if (r != 0)
-        HARNESS_FAIL("weft_main returned %d (%s)", r, weft_err_name(r));
-}
 
 static int ncpu(void)
 {
