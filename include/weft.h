@@ -231,11 +231,13 @@ WEFT_EXTERN intptr_t weft_blocking(intptr_t (*fn)(void *arg), void *arg);
  * Lifetime: weft_chan_new() returns a channel holding one reference.
  * weft_chan_free() closes it if it is still open (waking every blocked
  * sender with WEFT_ECLOSED and every receiver, which drain the buffer
- * first) and drops that reference; the memory goes when the last
- * operation still running on it has returned. So freeing a channel others
- * are blocked on is safe. Using the pointer after weft_chan_free() returned
- * is a use-after-free; weft catches it when it can (WEFT_EINVAL) but cannot
- * always. A NULL channel gets WEFT_EINVAL from every call (in weft_select a
+ * first) and drops that reference; coroutines blocked on the channel hold
+ * references of their own, so the memory goes when the last of them has
+ * returned. So freeing a channel others are blocked on is safe. As with
+ * free(), calling weft_chan_free() while another thread may be just
+ * starting an operation on the channel, or using the pointer after it,
+ * is a use-after-free; weft catches it when it can (WEFT_EINVAL) but
+ * cannot always. A NULL channel gets WEFT_EINVAL from every call (in weft_select a
  * NULL channel is a case that is never ready, as a nil channel in Go).
  */
 typedef struct weft_chan weft_chan_t;

@@ -352,7 +352,6 @@ static int chanop(weft_chan_t *c, int op, void *elem, int64_t deadline)
     struct g *gp = curg();
     if (unlikely(gp == NULL))
         return WEFT_ENOTCORO;
-    weft_checkpoint();
     struct g *wake = NULL;
     weft__lock(&c->lock);
     int r = op == WEFT_SEND ? weft__chan_send_locked(c, elem, &wake)
@@ -411,6 +410,8 @@ WEFT_EXTERN int weft_chan_send(weft_chan_t *c, const void *elem)
 WEFT_EXTERN int weft_chan_send_dl(weft_chan_t *c, const void *elem,
                                   int64_t deadline)
 {
+    /* Yield (if asked to) before validating c: see weft_select. */
+    weft_checkpoint();
     if (unlikely(!weft__chan_ok(c) || elem == NULL))
         return WEFT_EINVAL;
     return chanop(c, WEFT_SEND, (void *)elem, deadline);
@@ -431,6 +432,8 @@ WEFT_EXTERN int weft_chan_recv(weft_chan_t *c, void *elem)
 WEFT_EXTERN int weft_chan_recv_dl(weft_chan_t *c, void *elem,
                                   int64_t deadline)
 {
+    /* Yield (if asked to) before validating c: see weft_select. */
+    weft_checkpoint();
     if (unlikely(!weft__chan_ok(c)))
         return WEFT_EINVAL;
     return chanop(c, WEFT_RECV, elem, deadline);

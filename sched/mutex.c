@@ -22,20 +22,20 @@
  * again. With P queued Gs, U units pending and W counted waiters,
  * W == P - U in normal mode; a leaver keeps it by taking W or U.
  *
- * Wait-for cycles. A locked mutex records its owner G (cleared by
- * unlock, whoever calls it). Before a G first waits for a mutex it
- * records, in a table keyed by G, the mutex it wants, then follows
- * mutex -> owner -> wanted mutex -> owner ... (bounded); reaching itself
- * means the wait could never end: it unrecords, prints the cycle and
- * returns WEFT_EDEADLK. The record-and-walk runs under one global lock
- * (dlock), so of two Gs closing a cycle at the same time exactly one sees
- * it (the second finds the first's record). A `void *blockedon` field in
- * struct g would replace the table; it lives here so runtime.h stays
- * untouched. Owner words are read racily (G descriptors are never freed,
- * so a stale owner is still a G); a false report would need a third G
- * unlocking a mutex it does not hold while the walk runs. Not in the
- * graph: rwmutex read waits and a writer's wait for readers (no single
- * owner), and waits whose record found the table full there.
+ * Wait-for cycles. A locked mutex records its owner's id (ids are never
+ * reused; cleared by unlock, whoever calls it). Before a G first waits
+ * without a deadline for a mutex, it records, in a table keyed by id, the
+ * mutex it wants, then follows mutex -> owner -> wanted mutex -> owner
+ * ... (bounded). Reaching itself through at least one other coroutine
+ * means a cycle: it prints the cycle and waits on, as Go would. It does
+ * not fail the lock: Go lets one coroutine lock and another unlock, so a
+ * third coroutine may still break the cycle, and a heuristic must never
+ * change what a correct program does. Not reported: a coroutine waiting
+ * for a mutex it locked itself (the lock-here, unlock-there pattern),
+ * waits with a deadline (they end by themselves), rwmutex read waits and
+ * a writer's wait for readers (no single owner), and waits whose record
+ * found the table full there. The record-and-walk runs under one global
+ * lock (dlock), so of two Gs closing a cycle at once exactly one sees it.
  *
  * Contention hook: park.c reports every wait from the waiter's side
  * (obj = the word waited on, which is the object's own address for mutex,
@@ -103,33 +103,40 @@ enum {
 struct mutex {
     _Atomic uint32_t sema;    /* offset 0: hooks report the mutex address */
     _Atomic int32_t state;    /* atomic */
-    struct g *_Atomic owner;  /* atomic: locker, NULL once unlocked */
+    _Atomic int64_t owner;    /* atomic: locker's id, 0 once unlocked */
 };
 _Static_assert(sizeof(struct mutex) <= sizeof(weft_mutex_t), "mutex size");
 _Static_assert(_Alignof(struct mutex) <= _Alignof(weft_mutex_t), "align");
 
-/* Wait-for records: G -> mutex it waits for. dlock guards all. */
+/* Wait-for records: G id -> the G and the mutex it waits for. dlock
+ * guards all; weft__mutex_reset empties it for a new runtime. */
 #define WAITTAB 1024
 #define WAITPROBE 16
 #define CYCLEMAX 32
 static wlock dlock;
-static struct {
+static struct waitrec {
+    int64_t gid;
     struct g *g;
     struct mutex *mu;
 } waittab[WAITTAB];
 
-static size_t waitslot(struct g *gp)
+void weft__mutex_reset(void)
 {
-    return (size_t)(((uintptr_t)gp >> 4) * 0x9e3779b97f4a7c15ull >> 54);
+    memset(waittab, 0, sizeof waittab);
 }
 
-/* blockedon - the mutex gp waits for, or NULL. Caller holds dlock. */
-static struct mutex *blockedon(struct g *gp)
+static size_t waitslot(int64_t gid)
 {
-    size_t i = waitslot(gp);
+    return (size_t)((uint64_t)gid * 0x9e3779b97f4a7c15ull >> 54);
+}
+
+/* findrec - the record of coroutine gid, or NULL. Caller holds dlock. */
+static struct waitrec *findrec(int64_t gid)
+{
+    size_t i = waitslot(gid);
     for (int k = 0; k < WAITPROBE; k++, i = (i + 1) % WAITTAB)
-        if (waittab[i].g == gp)
-            return waittab[i].mu;
+        if (waittab[i].gid == gid)
+            return &waittab[i];
     return NULL;
 }
 
@@ -138,9 +145,10 @@ static struct mutex *blockedon(struct g *gp)
  * Caller holds dlock. */
 static bool record(struct g *gp, struct mutex *mu)
 {
-    size_t i = waitslot(gp);
+    size_t i = waitslot(gp->id);
     for (int k = 0; k < WAITPROBE; k++, i = (i + 1) % WAITTAB) {
-        if (waittab[i].g == NULL) {
+        if (waittab[i].gid == 0) {
+            waittab[i].gid = gp->id;
             waittab[i].g = gp;
             waittab[i].mu = mu;
             return true;
@@ -152,14 +160,9 @@ static bool record(struct g *gp, struct mutex *mu)
 static void unrecord(struct g *gp)
 {
     weft__lock(&dlock);
-    size_t i = waitslot(gp);
-    for (int k = 0; k < WAITPROBE; k++, i = (i + 1) % WAITTAB) {
-        if (waittab[i].g == gp) {
-            waittab[i].g = NULL;
-            waittab[i].mu = NULL;
-            break;
-        }
-    }
+    struct waitrec *r = findrec(gp->id);
+    if (r != NULL)
+        memset(r, 0, sizeof *r);
     weft__unlock(&dlock);
 }
 
@@ -178,27 +181,29 @@ static void putstr(char *buf, size_t cap, size_t *len, const char *fmt, ...)
 }
 
 /* reportcycle - print the cycle gp -> mus[0] (held by gs[0]) -> mus[1]
- * ... -> gs[n-1] == gp on stderr, with one write. */
+ * ... -> mus[n-1] held by gp, on stderr with one write. */
 static void reportcycle(struct g *gp, int gpreason, struct g **gs,
                         struct mutex **mus, int n)
 {
     char buf[4096];
     size_t len = 0;
     putstr(buf, sizeof buf, &len,
-           "weft: mutex wait-for cycle of %d coroutine%s: "
-           "weft_mutex_lock returns WEFT_EDEADLK to coroutine %lld\n",
-           n, n == 1 ? "" : "s", (long long)gp->id);
-    for (int i = 0; i < n; i++) {
+           "weft: mutex wait-for cycle of %d coroutines: unless another "
+           "coroutine unlocks one of these mutexes, they wait forever\n",
+           n + 1);
+    for (int i = 0; i <= n; i++) {
         struct g *w = i == 0 ? gp : gs[i - 1];
+        int64_t holder = i < n ? gs[i]->id : gp->id;
+        struct mutex *mu = i < n ? mus[i] : mus[n];
         const char *reason = weft__waitreason_string(
             w == gp ? gpreason
                     : __atomic_load_n(&w->waitreason, __ATOMIC_RELAXED));
+        const char *name = w->name != NULL ? w->name : "";
         putstr(buf, sizeof buf, &len,
                "  coroutine %lld%s%s%s [%s]: waits for mutex %p held by "
                "coroutine %lld\n",
-               (long long)w->id, w->name ? " \"" : "",
-               w->name ? w->name : "", w->name ? "\"" : "", reason,
-               (void *)mus[i], (long long)gs[i]->id);
+               (long long)w->id, name[0] ? " \"" : "", name,
+               name[0] ? "\"" : "", reason, (void *)mu, (long long)holder);
     }
     ssize_t off = 0;
     while ((size_t)off < len) {
@@ -209,39 +214,38 @@ static void reportcycle(struct g *gp, int gpreason, struct g **gs,
     }
 }
 
-/* deadlocks - record that gp waits for mu; true (and the record undone,
- * the cycle printed) if that closes a wait-for cycle. */
-static bool deadlocks(struct mutex *mu, struct g *gp, int reason,
-                      bool *recorded)
+/* checkcycle - record that gp waits for mu, and report if that closes a
+ * wait-for cycle through other coroutines. The wait goes on either way. */
+static void checkcycle(struct mutex *mu, struct g *gp, int reason,
+                       bool *recorded)
 {
     struct g *gs[CYCLEMAX];
-    struct mutex *mus[CYCLEMAX];
+    struct mutex *mus[CYCLEMAX + 1];
     weft__lock(&dlock);
     *recorded = record(gp, mu);
     struct mutex *cur = mu;
     int n = 0;
     bool cycle = false;
     while (cur != NULL && n < CYCLEMAX) {
-        struct g *o = LOAD(&cur->owner);
-        if (o == NULL)
+        int64_t oid = LOAD(&cur->owner);
+        if (oid == 0)
             break;
-        gs[n] = o;
-        mus[n] = cur;
-        n++;
-        if (o == gp) {
-            cycle = true;
+        if (oid == gp->id) {
+            cycle = n > 0; /* n == 0: it holds mu itself; see top */
+            mus[n] = cur;
             break;
         }
-        cur = blockedon(o);
+        struct waitrec *r = findrec(oid);
+        if (r == NULL)
+            break; /* the owner is not waiting for a mutex */
+        gs[n] = r->g;
+        mus[n] = cur;
+        n++;
+        cur = r->mu;
     }
     weft__unlock(&dlock);
-    if (!cycle)
-        return false;
-    if (*recorded)
-        unrecord(gp);
-    *recorded = false;
-    reportcycle(gp, reason, gs, mus, n);
-    return true;
+    if (cycle)
+        reportcycle(gp, reason, gs, mus, n);
 }
 
 /* clearwoken - give up the WOKEN duty (a woken G leaving). */
@@ -286,14 +290,11 @@ static int lockslow(struct mutex *m, struct g *gp, int64_t deadline,
             }
             if (!checked) {
                 checked = true;
-                if (deadlocks(m, gp, reason, &recorded)) {
-                    if (awoke)
-                        clearwoken(m);
-                    ret = WEFT_EDEADLK;
-                    break;
+                if (deadline == WEFT_FOREVER) {
+                    checkcycle(m, gp, reason, &recorded);
+                    old = LOAD(&m->state);
+                    continue;
                 }
-                old = LOAD(&m->state);
-                continue;
             }
         }
         int32_t new = old;
@@ -316,7 +317,11 @@ static int lockslow(struct mutex *m, struct g *gp, int64_t deadline,
         if (waitstart == 0)
             waitstart = weft__nanotime();
         if (weft__semacquire(&m->sema, deadline, reason, lifo) != 0) {
-            /* Leave the count, or take the unit already meant for us. */
+            /* Leave the count, or take the unit already meant for us.
+             * Known gap (issue 3 notes): if the last waiter leaves this
+             * way in starvation mode, the next unlock hands off to
+             * nobody and the free mutex stays "starving" (trylock fails)
+             * until a blocking lock takes the stranded unit. */
             int32_t o = LOAD(&m->state);
             bool left = false;
             while ((o >> MUTEX_WAITERSHIFT) > 0) {
@@ -351,7 +356,7 @@ static int lockslow(struct mutex *m, struct g *gp, int64_t deadline,
     if (recorded)
         unrecord(gp);
     if (ret == 0)
-        STORE(&m->owner, gp);
+        STORE(&m->owner, gp->id);
     return ret;
 }
 
@@ -363,7 +368,7 @@ static inline int mutex_lock_r(struct mutex *m, int64_t deadline,
         return WEFT_ENOTCORO;
     int32_t z = 0;
     if (likely(atomic_compare_exchange_strong(&m->state, &z, MUTEX_LOCKED))) {
-        STORE(&m->owner, gp);
+        STORE(&m->owner, gp->id);
         return 0;
     }
     return lockslow(m, gp, deadline, reason);
@@ -400,7 +405,7 @@ static void unlockslow(struct mutex *m, int32_t new)
 
 static inline int mutex_unlock(struct mutex *m)
 {
-    STORE(&m->owner, NULL);
+    STORE(&m->owner, 0);
     int32_t old = MUTEX_LOCKED;
     if (likely(atomic_compare_exchange_strong(&m->state, &old, 0)))
         return 0;
@@ -425,7 +430,8 @@ static int mutex_trylock(struct mutex *m)
                                          old | MUTEX_LOCKED))
             break;
     }
-    STORE(&m->owner, weft__getg());
+    struct g *gp = weft__getg();
+    STORE(&m->owner, gp != NULL ? gp->id : 0);
     return 0;
 }
 
@@ -782,7 +788,10 @@ WEFT_EXTERN int weft_once_do(weft_once_t *op, weft_fn fn, void *arg)
     struct once *o = (struct once *)op;
     if (likely(LOADACQ(&o->done) != 0))
         return 0;
-    /* WEFT_EDEADLK here: fn called weft_once_do on the same once. */
+    /* fn calling weft_once_do on the same once would wait for itself. */
+    struct g *gp = mycoro();
+    if (gp != NULL && LOAD(&o->m.owner) == gp->id)
+        return WEFT_EDEADLK;
     int ret = mutex_lock(&o->m, WEFT_FOREVER);
     if (ret != 0)
         return ret;

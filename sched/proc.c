@@ -1480,6 +1480,8 @@ WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg)
         return WEFT_EBUSY;
 
     memset(&weft__sched, 0, sizeof weft__sched);
+    weft__sema_reset();
+    weft__mutex_reset();
     __atomic_store_n(&weft__attention, 0, __ATOMIC_SEQ_CST);
     abandoned = false;
     mainstarted = false;

@@ -307,6 +307,9 @@ void weft__semrelease(_Atomic uint32_t *addr, uint32_t n, int flags,
 int weft__futexsleep(_Atomic uint32_t *addr, uint32_t val, int64_t deadline,
                      int reason);
 void weft__futexwakeup(_Atomic uint32_t *addr, uint32_t n);
+/* A new runtime forgets the wait tables of the last one (weft_main). */
+void weft__sema_reset(void);
+void weft__mutex_reset(void);
 bool weft__canspin(int iter);
 void weft__dospin(void);
 

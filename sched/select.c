@@ -211,6 +211,10 @@ static int selectgo(weft_select_case_t *cases, size_t n, int64_t deadline,
     }
     if (block && gp == NULL)
         return WEFT_ENOTCORO;
+    /* Yield (if asked to) before validating: a channel checked and then
+     * freed while we yield would be used after free. */
+    if (block)
+        weft_checkpoint();
     for (size_t i = 0; i < n; i++) {
         weft_select_case_t *cas = &cases[i];
         if (cas->op != WEFT_SEND && cas->op != WEFT_RECV)
@@ -221,8 +225,6 @@ static int selectgo(weft_select_case_t *cases, size_t n, int64_t deadline,
             (cas->op == WEFT_SEND && cas->elem == NULL))
             return WEFT_EINVAL;
     }
-    if (block)
-        weft_checkpoint();
 
     uint32_t small[2 * SELECT_SMALL];
     struct sudog smallsg[SELECT_SMALL];

@@ -47,6 +47,8 @@
  * public objects are small fixed-size words (weft.h), and a queue there
  * would need its own lock in every mutex.
  */
+#include <string.h>
+
 #include "runtime.h"
 
 
@@ -70,6 +72,14 @@ struct semaroot {
 };
 
 static struct semaroot semtable[SEMTABSZ];
+
+/* weft__sema_reset - forget every waiter: a new runtime starts, and the
+ * Gs an earlier one abandoned (and their stacks, where the waiters live)
+ * are gone. No G runs. */
+void weft__sema_reset(void)
+{
+    memset(semtable, 0, sizeof semtable);
+}
 
 static inline struct semaroot *semroot(const void *addr)
 {
