@@ -332,11 +332,13 @@ typedef struct weft_mutex {
 #define WEFT_MUTEX_INIT {{0, 0, 0}}
 
 /* weft_mutex_lock - acquire (wait reason "sync.Mutex.Lock"). Returns 0,
- * WEFT_ETIMEDOUT (_dl), WEFT_EAGAIN (try), WEFT_EINVAL, WEFT_ENOTCORO, or
- * WEFT_EDEADLK: waiting would close a wait-for cycle (the holder of mu
- * waits, through a chain of holders, for a mutex the caller holds), which
- * no one could ever undo. weft then prints the coroutines of the cycle on
- * stderr and the caller does not wait; the runtime goes on. */
+ * WEFT_ETIMEDOUT (_dl), WEFT_EAGAIN (try), WEFT_EINVAL, WEFT_ENOTCORO.
+ * When waiting closes a wait-for cycle through other coroutines (the
+ * holder of mu waits, through a chain of holders, for a mutex the caller
+ * holds), weft prints the cycle's coroutines on stderr, then waits as Go
+ * would: another coroutine may still unlock one of the mutexes. Waits
+ * with a deadline, and waiting for a mutex the caller locked itself (to
+ * be unlocked elsewhere), are not reported. */
 WEFT_EXTERN int weft_mutex_lock(weft_mutex_t *mu);
 WEFT_EXTERN int weft_mutex_lock_dl(weft_mutex_t *mu, int64_t deadline);
 WEFT_EXTERN int weft_mutex_trylock(weft_mutex_t *mu);
@@ -391,7 +393,8 @@ WEFT_EXTERN int weft_waitgroup_wait_dl(weft_waitgroup_t *wg,
                                        int64_t deadline);
 
 /* weft_once_t - Go's sync.Once: weft_once_do runs fn(arg) exactly once
- * over all callers; the others wait until it has returned. */
+ * over all callers; the others wait until it has returned. fn calling
+ * weft_once_do on the same once gets WEFT_EDEADLK. */
 typedef struct weft_once {
     uint64_t opaque_[4];
 } weft_once_t;
