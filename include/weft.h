@@ -347,7 +347,9 @@ WEFT_EXTERN int weft_mutex_trylock(weft_mutex_t *mu);
 WEFT_EXTERN int weft_mutex_unlock(weft_mutex_t *mu);
 
 /* weft_rwmutex_t - Go's sync.RWMutex: many readers or one writer; a
- * waiting writer blocks new readers, so writers are not starved. */
+ * waiting writer blocks new readers, so writers are not starved. Results
+ * as for the mutex; rlock also returns WEFT_EAGAIN if 2^30 readers hold
+ * it already. */
 typedef struct weft_rwmutex {
     uint64_t opaque_[6];
 } weft_rwmutex_t;
