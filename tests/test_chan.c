@@ -255,7 +255,7 @@ static int close_wakes_body(void *arg)
         EXPECT_OK(weft_go(blocker_fn, &br));
         EXPECT_OK(weft_go(blocker_fn, &bs));
     }
-    weft_sleep(20 * MS); /* let them all park */
+    weft_sleep((int64_t)(20 * MS * slow())); /* let them all park */
     ASSERT_EQ(atomic_load(&closed) + atomic_load(&other), 0);
     if (use_free) {
         EXPECT_OK(weft_chan_free(rc));
@@ -854,6 +854,7 @@ static void sel_blocked(void *arg)
     int64_t v = 1;
     weft_select_case_t c2[2] = {{cs[0], WEFT_RECV, &v, 0},
                                 {cs[1], WEFT_SEND, &v, 0}};
+    atomic_fetch_add((_Atomic int64_t *)cs[3], 1); /* about to select */
     int k = weft_select(c2, 2);
     ASSERT(k == 0 || k == 1);
     ASSERT_EQ(c2[k].result, WEFT_ECLOSED);
@@ -863,13 +864,18 @@ static void sel_blocked(void *arg)
 static int sel_free_body(void *arg)
 {
     (void)arg;
-    _Atomic int64_t n = 0;
+    _Atomic int64_t n = 0, started = 0;
     for (int round = 0; round < 50; round++) {
         weft_chan_t *c0 = newchan(8, 0), *c1 = newchan(8, 0);
-        void *cs[3] = {c0, c1, (void *)&n};
+        void *cs[4] = {c0, c1, (void *)&n, (void *)&started};
         EXPECT_OK(weft_go(sel_blocked, cs));
         EXPECT_OK(weft_go(sel_blocked, cs));
-        weft_sleep(MS / 2);
+        /* Free only once both are blocked in select: freeing a channel
+         * another coroutine is just starting to use is a use-after-free
+         * (weft.h). Both have announced themselves; give them time to
+         * park. */
+        wait_count(&started, 2 * (round + 1), "selects started");
+        weft_sleep((int64_t)(MS * slow()));
         EXPECT_OK(weft_chan_free(round % 2 ? c0 : c1));
         wait_count(&n, 2 * (round + 1), "selects woken by free");
         EXPECT_OK(weft_chan_free(round % 2 ? c1 : c0));
