@@ -35,7 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "weft.h"
+#define BENCH_PROG "bench_sched"
+#include "bench.h"
 
 #ifndef SPAWN_N
 #define SPAWN_N 1000000
@@ -51,20 +52,6 @@
 /* The sum of every task's hash; bench/go/bench_sched.go checks the same. */
 #define FANOUT_SUM UINT64_C(0x35965451c4518a43)
 
-#define MSEC INT64_C(1000000)
-
-/* fail - print a message on stderr; returns 1 for the caller to return. */
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("bench_sched(weft): ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
 
 /* spawn_err - report a failed weft_go(); returns 1. */
 static int spawn_err(const char *bench, int64_t rc)
@@ -249,11 +236,6 @@ static int bench_fanout(void)
 
 /* ------------------------------------------------------------------ main */
 
-struct bench {
-    const char *name;
-    int (*fn)(void);
-};
-
 static const struct bench benches[] = {
     {"spawn", bench_spawn},
     {"yield", bench_yield},
@@ -261,24 +243,8 @@ static const struct bench benches[] = {
     {"fanout", bench_fanout},
 };
 
-static int run_bench(void *arg)
-{
-    const struct bench *b = arg;
-    return b->fn();
-}
-
 int main(int argc, char **argv)
 {
-    if (argc == 2) {
-        for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++) {
-            if (strcmp(argv[1], benches[i].name) != 0)
-                continue;
-            int rc = weft_main(run_bench, (void *)&benches[i]);
-            if (rc < 0)
-                return fail("weft_main: %s (%s)", weft_strerror(rc),
-                            weft_err_name(rc));
-            return rc;
-        }
-    }
-    return fail("usage: bench_sched spawn|yield|parked|fanout");
+    return bench_main(benches, sizeof benches / sizeof benches[0], argc, argv,
+                      "bench_sched spawn|yield|parked|fanout");
 }

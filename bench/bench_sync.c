@@ -46,7 +46,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "weft.h"
+#define BENCH_PROG "bench_sync"
+#include "bench.h"
 
 #ifndef PINGPONG_N
 #define PINGPONG_N 1000000 /* round trips */
@@ -65,20 +66,6 @@
 #define SELECT_M 1000000 /* selects */
 #endif
 
-#define MSEC INT64_C(1000000)
-
-/* fail - print a message on stderr; returns 1 for the caller to return. */
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("bench_sync(weft): ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
 
 #if defined(BENCH_HAVE_CHAN) || defined(BENCH_HAVE_MUTEX)
 
@@ -453,11 +440,6 @@ static int bench_select2(void)
 
 /* ------------------------------------------------------------------ main */
 
-struct bench {
-    const char *name;
-    int (*fn)(void);
-};
-
 static const struct bench benches[] = {
     {"pingpong", bench_pingpong},
     {"chanbuf", bench_chanbuf},
@@ -465,24 +447,8 @@ static const struct bench benches[] = {
     {"select2", bench_select2},
 };
 
-static int run_bench(void *arg)
-{
-    const struct bench *b = arg;
-    return b->fn();
-}
-
 int main(int argc, char **argv)
 {
-    if (argc == 2) {
-        for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++) {
-            if (strcmp(argv[1], benches[i].name) != 0)
-                continue;
-            int rc = weft_main(run_bench, (void *)&benches[i]);
-            if (rc < 0)
-                return fail("weft_main: %s (%s)", weft_strerror(rc),
-                            weft_err_name(rc));
-            return rc;
-        }
-    }
-    return fail("usage: bench_sync pingpong|chanbuf|mutex|select2");
+    return bench_main(benches, sizeof benches / sizeof benches[0], argc, argv,
+                      "bench_sync pingpong|chanbuf|mutex|select2");
 }
