@@ -181,7 +181,9 @@ static void readylist(struct g *list)
 /* weft__cansemacquire - take a unit of *addr if there is one. Any thread. */
 bool weft__cansemacquire(_Atomic uint32_t *addr)
 {
-    uint32_t v = LOAD(addr);
+    /* seq_cst: after a waiter's nwait increment this load is one half of
+     * the Dekker pair with semrelease (invariant 1); a plain mov on x86. */
+    uint32_t v = atomic_load(addr);
     while (v > 0) {
         if (atomic_compare_exchange_weak(addr, &v, v - 1))
             return true;
