@@ -21,6 +21,7 @@
 enum { NP = 4, PERTHREAD = 60000 };
 
 struct world {
+    int np;                      /* Ps in use */
     struct p *ps[NP];
     struct g *gs;                /* all fake Gs; id = index */
     _Atomic uint8_t *taken;      /* times each G came out */
@@ -43,6 +44,58 @@ static void take(struct world *w, struct g *gp)
     uint8_t before = atomic_fetch_add(&w->taken[id], 1);
     if (before != 0)
         ASSERT_EQ(before, 0); /* taken twice */
+}
+
+/* world_init - np empty Ps, total fake Gs (id = index), a fresh sched. */
+static void world_init(struct world *w, int np, int64_t total, unsigned seed)
+{
+    memset(w, 0, sizeof *w);
+    w->np = np;
+    w->seed = seed;
+    w->total = total;
+    w->gs = calloc((size_t)total, sizeof *w->gs);
+    w->taken = calloc((size_t)total, sizeof *w->taken);
+    ASSERT(w->gs != NULL && w->taken != NULL);
+    for (int64_t i = 0; i < total; i++)
+        w->gs[i].id = i;
+    memset(&weft__sched, 0, sizeof weft__sched);
+    weft__gomaxprocs = np;
+    for (int i = 0; i < np; i++) {
+        w->ps[i] = aligned_alloc(CACHELINE, sizeof(struct p));
+        ASSERT(w->ps[i] != NULL);
+        memset(w->ps[i], 0, sizeof(struct p));
+        w->ps[i]->id = i;
+    }
+}
+
+/* world_finish - drain every queue (a G put by an owner after another
+ * thread drained, the global queue), check that every G came out exactly
+ * once, free the world. */
+static void world_finish(struct world *w)
+{
+    for (int i = 0; i < w->np; i++)
+        for (struct g *gp; (gp = weft__runqget(w->ps[i])) != NULL;)
+            take(w, gp);
+    for (;;) {
+        weft__lock(&weft__sched.lock);
+        struct g *gp = weft__globrunqget(w->ps[0], 0);
+        weft__unlock(&weft__sched.lock);
+        if (gp == NULL)
+            break;
+        take(w, gp);
+        for (struct g *g2; (g2 = weft__runqget(w->ps[0])) != NULL;)
+            take(w, g2);
+    }
+    ASSERT_EQ(LOAD(&weft__sched.runqsize), 0);
+    for (int64_t i = 0; i < w->total; i++)
+        if (LOAD(&w->taken[i]) != 1)
+            ASSERT_EQ(LOAD(&w->taken[i]), 1); /* lost (0) or twice */
+    for (int i = 0; i < w->np; i++) {
+        ASSERT(weft__runqempty(w->ps[i]));
+        free(w->ps[i]);
+    }
+    free(w->gs);
+    free((void *)w->taken);
 }
 
 static void *work(void *arg)
@@ -94,22 +147,8 @@ drain:
 
 static void round_(unsigned seed, bool runningstatus)
 {
-    struct world w = {0};
-    w.seed = seed;
-    w.total = (int64_t)NP * PERTHREAD;
-    w.gs = calloc((size_t)w.total, sizeof *w.gs);
-    w.taken = calloc((size_t)w.total, sizeof *w.taken);
-    ASSERT(w.gs != NULL && w.taken != NULL);
-    for (int64_t i = 0; i < w.total; i++)
-        w.gs[i].id = i;
-    memset(&weft__sched, 0, sizeof weft__sched);
-    weft__gomaxprocs = NP;
-    for (int i = 0; i < NP; i++) {
-        w.ps[i] = aligned_alloc(CACHELINE, sizeof(struct p));
-        ASSERT(w.ps[i] != NULL);
-        memset(w.ps[i], 0, sizeof(struct p));
-        w.ps[i]->id = i;
-    }
+    struct world w;
+    world_init(&w, NP, (int64_t)NP * PERTHREAD, seed);
     pthread_t th[NP];
     struct worker wk[NP];
     for (int i = 0; i < NP; i++) {
@@ -118,30 +157,7 @@ static void round_(unsigned seed, bool runningstatus)
     }
     for (int i = 0; i < NP; i++)
         pthread_join(th[i], NULL);
-    /* Stragglers: a G put by an owner after another thread drained. */
-    for (int i = 0; i < NP; i++)
-        for (struct g *gp; (gp = weft__runqget(w.ps[i])) != NULL;)
-            take(&w, gp);
-    for (;;) {
-        weft__lock(&weft__sched.lock);
-        struct g *gp = weft__globrunqget(w.ps[0], 0);
-        weft__unlock(&weft__sched.lock);
-        if (gp == NULL)
-            break;
-        take(&w, gp);
-        for (struct g *g2; (g2 = weft__runqget(w.ps[0])) != NULL;)
-            take(&w, g2);
-    }
-    ASSERT_EQ(LOAD(&weft__sched.runqsize), 0);
-    for (int64_t i = 0; i < w.total; i++)
-        if (LOAD(&w.taken[i]) != 1)
-            ASSERT_EQ(LOAD(&w.taken[i]), 1); /* lost (0) or twice */
-    for (int i = 0; i < NP; i++) {
-        ASSERT(weft__runqempty(w.ps[i]));
-        free(w.ps[i]);
-    }
-    free(w.gs);
-    free((void *)w.taken);
+    world_finish(&w);
 }
 
 TEST_TIMEOUT(runq_concurrent_steal_many_seeds, 300)
@@ -213,21 +229,8 @@ static void *thief(void *arg)
 TEST_TIMEOUT(runq_owner_vs_thieves, 300)
 {
     for (unsigned seed = 1; seed <= 8; seed++) {
-        struct world w = {0};
-        w.seed = seed;
-        w.total = 400000;
-        w.gs = calloc((size_t)w.total, sizeof *w.gs);
-        w.taken = calloc((size_t)w.total, sizeof *w.taken);
-        ASSERT(w.gs != NULL && w.taken != NULL);
-        for (int64_t i = 0; i < w.total; i++)
-            w.gs[i].id = i;
-        memset(&weft__sched, 0, sizeof weft__sched);
-        weft__gomaxprocs = 3;
-        for (int i = 0; i < 3; i++) {
-            w.ps[i] = aligned_alloc(CACHELINE, sizeof(struct p));
-            ASSERT(w.ps[i] != NULL);
-            memset(w.ps[i], 0, sizeof(struct p));
-        }
+        struct world w;
+        world_init(&w, 3, 400000, seed);
         _Atomic bool stop = false;
         struct hammer hs[3] = {{&w, 0, &stop}, {&w, 1, &stop}, {&w, 2, &stop}};
         pthread_t th[3];
@@ -236,26 +239,7 @@ TEST_TIMEOUT(runq_owner_vs_thieves, 300)
         ASSERT_EQ(pthread_create(&th[2], NULL, thief, &hs[2]), 0);
         for (int i = 0; i < 3; i++)
             pthread_join(th[i], NULL);
-        for (int i = 0; i < 3; i++)
-            for (struct g *gp; (gp = weft__runqget(w.ps[i])) != NULL;)
-                take(&w, gp);
-        for (;;) {
-            weft__lock(&weft__sched.lock);
-            struct g *gp = weft__globrunqget(w.ps[0], 0);
-            weft__unlock(&weft__sched.lock);
-            if (gp == NULL)
-                break;
-            take(&w, gp);
-            for (struct g *g2; (g2 = weft__runqget(w.ps[0])) != NULL;)
-                take(&w, g2);
-        }
-        for (int64_t i = 0; i < w.total; i++)
-            if (LOAD(&w.taken[i]) != 1)
-                ASSERT_EQ(LOAD(&w.taken[i]), 1);
-        for (int i = 0; i < 3; i++)
-            free(w.ps[i]);
-        free(w.gs);
-        free((void *)w.taken);
+        world_finish(&w);
     }
 }
 
