@@ -260,10 +260,14 @@ static inline struct g *fastnext(struct p *pp)
     return weft__runqget(pp);
 }
 
-/* leave - switch away from the current G gp after recording how its
- * transition completes. Returns when gp runs again (never if dying). */
-static void leave(struct m *mp, struct g *gp, int after, bool dying)
+/* leave - the one way a G gives up its M: set its new status, record how
+ * its transition completes (after), and switch to next, or to g0 when
+ * next is NULL. Returns when gp runs again (never if status is DEAD). */
+static inline __attribute__((always_inline)) void
+leave(struct m *mp, struct g *gp, uint32_t status, int after, struct g *next)
 {
+    bool dying = status == G_DEAD;
+    STORE(&gp->status, status);
     /* A flag sysmon set is honoured by leaving: clear it, or the global
      * attention word would send every switch through g0 until gp runs
      * again. */
@@ -272,7 +276,6 @@ static void leave(struct m *mp, struct g *gp, int after, bool dying)
         attention_add(-1);
     mp->after = after;
     mp->afterg = gp;
-    struct g *next = fastnext(mp->p);
     if (next != NULL)
         gswitch(mp, gp, next, dying);
     else
@@ -427,19 +430,7 @@ static struct g *gfget(struct p *pp)
         return NULL;
     pp->gfree = gp->schedlink;
     pp->gfreecnt--;
-    if (gp->stk.lo == 0) {
-        /* It had a custom stack; give it a default one. */
-        if (weft__stack_alloc(&gp->stk, WEFT_STACK_DEFAULT) < 0) {
-            gp->schedlink = pp->gfree;
-            pp->gfree = gp;
-            pp->gfreecnt++;
-            return NULL;
-        }
-        if (weft__vg_on)
-            gp->vg_stack = weft__vg_stack_register((void *)gp->stk.lo,
-                                                   (void *)gp->stk.hi);
-    }
-    return gp;
+    return gp; /* free lists hold only slab-stack Gs (gfput) */
 }
 
 /* setname - copy name (NULL: none) into gp's buffer, which is allocated
@@ -526,11 +517,7 @@ static int64_t spawn(weft_fn fn, void *arg, const weft_go_opts_t *opts,
          * its children finish. Let them run (and give their stacks back
          * to this P's cache) before spawning more, instead of building
          * an unbounded backlog of fresh stacks in the global queue. */
-        STORE(&gp->status, G_RUNNABLE);
-        mp->after = AFTER_PREEMPT;
-        mp->afterg = gp;
-        g0switch(mp, gp, false);
-        runafter(weft__getm());
+        leave(mp, gp, G_RUNNABLE, AFTER_PREEMPT, NULL);
     }
     return id;
 }
@@ -550,8 +537,7 @@ static _Noreturn void goexit(void)
 {
     struct m *mp = weft__getm();
     struct g *gp = mp->curg;
-    STORE(&gp->status, G_DEAD);
-    leave(mp, gp, AFTER_EXIT, true);
+    leave(mp, gp, G_DEAD, AFTER_EXIT, fastnext(mp->p));
     weft__throw("weft: goexit - dead G resumed");
 }
 
@@ -582,10 +568,9 @@ void weft__park(unlockf f, void *arg, int reason)
     __atomic_store_n(&gp->waitreason, (uint8_t)reason, __ATOMIC_RELAXED);
     __atomic_store_n(&gp->waitsince, LOAD(&weft__coarsenow),
                      __ATOMIC_RELAXED);
-    STORE(&gp->status, G_WAITING);
     mp->afterunlock = f;
     mp->afterarg = arg;
-    leave(mp, gp, AFTER_PARK, false);
+    leave(mp, gp, G_WAITING, AFTER_PARK, fastnext(mp->p));
 }
 
 /* weft__ready - make parked gp runnable on the current P, next in line.
@@ -654,21 +639,10 @@ WEFT_EXTERN int weft_yield(void)
         return WEFT_ENOTCORO;
     struct p *pp = mp->p;
     struct g *next = fastnext(pp);
-    if (next == NULL) {
-        if (attention() == 0 && LOAD(&weft__sched.runqsize) == 0 &&
-            !timersdue(pp))
-            return 0; /* nobody else to run here */
-        STORE(&gp->status, G_RUNNABLE);
-        mp->after = AFTER_YIELD;
-        mp->afterg = gp;
-        g0switch(mp, gp, false);
-    } else {
-        STORE(&gp->status, G_RUNNABLE);
-        mp->after = AFTER_YIELD;
-        mp->afterg = gp;
-        gswitch(mp, gp, next, false);
-    }
-    runafter(weft__getm());
+    if (next == NULL && attention() == 0 &&
+        LOAD(&weft__sched.runqsize) == 0 && !timersdue(pp))
+        return 0; /* nobody else to run here */
+    leave(mp, gp, G_RUNNABLE, AFTER_YIELD, next);
     return 0;
 }
 
@@ -683,12 +657,8 @@ static void honourpreempt(struct m *mp, struct g *gp)
         attention_add(-1);
     if (!flagged && !(attention() & ATTN_EXITING))
         return;
-    STORE(&gp->status, G_RUNNABLE);
     __atomic_store_n(&gp->waitreason, WR_PREEMPTED, __ATOMIC_RELAXED);
-    mp->after = AFTER_PREEMPT;
-    mp->afterg = gp;
-    g0switch(mp, gp, false);
-    runafter(weft__getm());
+    leave(mp, gp, G_RUNNABLE, AFTER_PREEMPT, NULL);
 }
 
 WEFT_EXTERN void weft__checkpoint_slow(void)
@@ -1303,11 +1273,7 @@ WEFT_EXTERN int weft_syscall_exit(void)
         STORE(&gp->status, G_RUNNING);
         return 0;
     }
-    STORE(&gp->status, G_RUNNABLE);
-    mp->after = AFTER_EXITSYSCALL;
-    mp->afterg = gp;
-    g0switch(mp, gp, false);
-    runafter(weft__getm());
+    leave(mp, gp, G_RUNNABLE, AFTER_EXITSYSCALL, NULL);
     return 0;
 }
 

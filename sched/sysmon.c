@@ -110,8 +110,7 @@ static void trimstacks(int64_t now, int64_t minage)
     for (struct g *b = batches; b != NULL; b = b->nextbatch) {
         for (struct g *gp = b; gp != NULL; gp = gp->schedlink) {
             /* waitsince < 0: freed at -waitsince, not trimmed since. */
-            if (gp->waitsince < 0 && now + gp->waitsince >= minage &&
-                gp->stk.lo != 0) {
+            if (gp->waitsince < 0 && now + gp->waitsince >= minage) {
                 weft__stack_trim(&gp->stk);
                 gp->waitsince = 0;
             }
