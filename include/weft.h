@@ -33,6 +33,11 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+struct addrinfo;
 
 #ifdef __cplusplus
 extern "C" {
@@ -58,9 +63,15 @@ extern "C" {
 #define WEFT_ENOTCORO (-4001)
 /* The runtime is not running (weft_main() has not started or has ended). */
 #define WEFT_ENORUNTIME (-4002)
-/* The channel is closed: a send or close on a closed channel, or a receive
- * on a closed and drained one. */
+/* Closed: a send or close on a closed channel, a receive on a closed and
+ * drained one, or a wait on an fd that weft_close() closed meanwhile. */
 #define WEFT_ECLOSED (-4003)
+/* A name did not resolve (weft_getaddrinfo, weft_dial): no such host or
+ * service. */
+#define WEFT_ENONAME (-4004)
+/* I/O errors keep their errno: WEFT_EBADF (not an open fd), and the
+ * kernel's own, e.g. -ECONNRESET, -EPIPE, -ECONNREFUSED, -EMFILE. */
+#define WEFT_EBADF (-EBADF)
 
 /*
  * weft_strerror - a one-line English description of err (a negative code).
@@ -416,6 +427,143 @@ WEFT_EXTERN int weft_sem_acquire(weft_sem_t *s);
 WEFT_EXTERN int weft_sem_acquire_dl(weft_sem_t *s, int64_t deadline);
 WEFT_EXTERN int weft_sem_tryacquire(weft_sem_t *s);
 WEFT_EXTERN int weft_sem_release(weft_sem_t *s, uint32_t n);
+
+/* ------------------------------------------------ file descriptors, sockets */
+
+/*
+ * Coroutines block on fds the way Go's goroutines block on net.Conn: the
+ * call parks the coroutine (wait reason "IO wait") until the fd is ready,
+ * and the runtime's one netpoller (epoll) wakes it. The calls below take
+ * ordinary fds, kept in non-blocking mode.
+ *
+ * Rules for every fd call:
+ *  - An fd is weft's once it came from weft_listen/weft_accept/weft_dial or
+ *    was handed over with weft_fd_open (the read/write/wait calls also
+ *    adopt an fd they have not seen). Close it with weft_close, not
+ *    close(2): weft_close wakes its waiters with WEFT_ECLOSED and forgets
+ *    the fd, so a later fd with the same number never wakes a coroutine
+ *    that waited on the old one.
+ *  - At most one coroutine waits to read and one to write on an fd at a
+ *    time (as Go serialises a conn's readers); another gets WEFT_EBUSY.
+ *  - Deadlines are absolute weft_now() times. One that passes returns
+ *    WEFT_ETIMEDOUT and leaves the fd usable. WEFT_FOREVER: none.
+ *  - Errors are negative errnos (-ECONNRESET, -EPIPE, ...). Writes never
+ *    raise SIGPIPE.
+ *  - Outside a coroutine these calls return WEFT_ENOTCORO, except
+ *    weft_close, weft_shutdown and weft_fd_open, which work anywhere.
+ * weft remembers which coroutine opened each fd and which waits on it,
+ * for dumps and the leak detector.
+ */
+#define WEFT_READ 1
+#define WEFT_WRITE 2
+
+/*
+ * weft_fd_open - hand an fd opened elsewhere (a pipe, an eventfd, a
+ * library's socket) to weft: sets O_NONBLOCK and registers it with the
+ * netpoller. Returns fd, or WEFT_EBADF (not open), WEFT_EPERM (a file
+ * epoll cannot wait on, such as a regular file), WEFT_ENORUNTIME.
+ * Adopting an fd twice is harmless. Does not block.
+ */
+WEFT_EXTERN int weft_fd_open(int fd);
+
+/*
+ * weft_fd_wait - park until fd is ready for events (WEFT_READ, WEFT_WRITE
+ * or both), a hang-up or error counting as ready. Returns the ready
+ * events (> 0), WEFT_ETIMEDOUT, WEFT_ECLOSED (weft_close'd meanwhile),
+ * WEFT_EBADF, WEFT_EINVAL (events), WEFT_EBUSY (someone already waits on
+ * that direction). Readiness is edge-triggered underneath: call it after
+ * the fd's own call returned EAGAIN, as the calls below do.
+ */
+WEFT_EXTERN int weft_fd_wait(int fd, int events, int64_t deadline);
+
+/*
+ * weft_close - wake every coroutine waiting on fd (WEFT_ECLOSED), forget
+ * it, and close(2) it. Returns 0, WEFT_EBADF, or close's error (the fd is
+ * closed either way). Does not block.
+ */
+WEFT_EXTERN int weft_close(int fd);
+
+/*
+ * weft_listen - a listening socket. network: "tcp" (IPv6 and IPv4 when the
+ * host is empty), "tcp4", "tcp6", or "unix" (address is a path; a leading
+ * '@' names an abstract socket). address: "host:port", ":port",
+ * "[v6addr]:port"; port 0 picks a free one (read it with getsockname).
+ * SO_REUSEADDR is set. backlog <= 0 means SOMAXCONN. Returns the fd, or
+ * WEFT_EINVAL (bad network or address), WEFT_ENONAME, or the errno of
+ * socket/bind/listen. Resolves names without blocking a P.
+ */
+WEFT_EXTERN int weft_listen(const char *network, const char *address,
+                            int backlog);
+
+/*
+ * weft_accept - the next connection on listening socket lfd, as accept(2)
+ * (addr/addrlen may be NULL). Blocks. Returns the connection's fd
+ * (non-blocking, close-on-exec), WEFT_ETIMEDOUT (_dl), WEFT_ECLOSED, or an
+ * errno. When the process is out of fds (EMFILE/ENFILE) it waits, backing
+ * off from 5 ms up to 1 s, and retries rather than spinning or failing.
+ */
+WEFT_EXTERN int weft_accept(int lfd, struct sockaddr *addr,
+                            socklen_t *addrlen);
+WEFT_EXTERN int weft_accept_dl(int lfd, struct sockaddr *addr,
+                               socklen_t *addrlen, int64_t deadline);
+
+/*
+ * weft_dial - connect to address (same forms as weft_listen; a host name
+ * is resolved without blocking a P, and each resolved address is tried in
+ * turn). Blocks. Returns the connected fd, WEFT_ETIMEDOUT (_dl),
+ * WEFT_ENONAME, WEFT_EINVAL, or the errno of the last attempt
+ * (-ECONNREFUSED ...).
+ */
+WEFT_EXTERN int weft_dial(const char *network, const char *address);
+WEFT_EXTERN int weft_dial_dl(const char *network, const char *address,
+                             int64_t deadline);
+
+/*
+ * weft_read / weft_readv - read at most len bytes (as read(2)/readv(2)),
+ * parking while none are available. Returns the count (> 0), 0 at end of
+ * file, WEFT_ETIMEDOUT (_dl), WEFT_ECLOSED, WEFT_EBUSY, or an errno.
+ */
+WEFT_EXTERN ssize_t weft_read(int fd, void *buf, size_t len);
+WEFT_EXTERN ssize_t weft_read_dl(int fd, void *buf, size_t len,
+                                 int64_t deadline);
+WEFT_EXTERN ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt);
+WEFT_EXTERN ssize_t weft_readv_dl(int fd, const struct iovec *iov,
+                                  int iovcnt, int64_t deadline);
+
+/*
+ * weft_write / weft_writev - write all len bytes, parking while the fd
+ * cannot take more. Returns len (the total, for writev) once every byte
+ * is written, or an error (WEFT_ETIMEDOUT (_dl), WEFT_ECLOSED,
+ * WEFT_EBUSY, -EPIPE, -ECONNRESET, ...); either way *done (if not NULL)
+ * gets the number of bytes written, as Go's Write returns n with its
+ * error. writev's iovcnt is at most IOV_MAX (WEFT_EINVAL otherwise).
+ */
+WEFT_EXTERN ssize_t weft_write(int fd, const void *buf, size_t len,
+                               size_t *done);
+WEFT_EXTERN ssize_t weft_write_dl(int fd, const void *buf, size_t len,
+                                  size_t *done, int64_t deadline);
+WEFT_EXTERN ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt,
+                                size_t *done);
+WEFT_EXTERN ssize_t weft_writev_dl(int fd, const struct iovec *iov,
+                                   int iovcnt, size_t *done,
+                                   int64_t deadline);
+
+/*
+ * weft_shutdown - shutdown(2) (SHUT_RD, SHUT_WR, SHUT_RDWR): half-close.
+ * Returns 0 or an errno. Does not block.
+ */
+WEFT_EXTERN int weft_shutdown(int fd, int how);
+
+/*
+ * weft_getaddrinfo - getaddrinfo(3) run on a thread that gives up its P
+ * while it waits (the resolver may block on DNS), so other coroutines go
+ * on running. Returns 0 (free *res with freeaddrinfo), WEFT_ENONAME (no
+ * such host or service), WEFT_EAGAIN (temporary failure), WEFT_ENOMEM,
+ * WEFT_EINVAL (other resolver errors, NULL node and service or res).
+ */
+WEFT_EXTERN int weft_getaddrinfo(const char *node, const char *service,
+                                 const struct addrinfo *hints,
+                                 struct addrinfo **res);
 
 #ifdef __cplusplus
 }

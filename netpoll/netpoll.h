@@ -17,7 +17,17 @@
  *                         thread, async-signal-safe; coalesced.
  *  weft__netpoll_waiters() whether any G waits on I/O: the scheduler
  *                         only blocks in the poller when there is I/O or
- *                         a timer to wait for.
+ *                         a timer to wait for (fd.c counts them).
+ *  weft__netpoll_open(fd, data)
+ *                         register fd, edge-triggered for reading and
+ *                         writing; its events report data to
+ *                         weft__pd_netready. 0 or -errno.
+ *  weft__netpoll_disarm(fd) unregister fd (it is about to be closed).
+ *
+ * fd.c, the poll descriptors on top (see its top comment):
+ *  weft__pd_adopt, weft__pd_wait, weft__pd_close, weft__pd_waiter as
+ *  documented there; weft__pd_netready(data, r, w, &list) is the
+ *  backend's report of readiness; weft__pd_fini forgets every fd.
  */
 #ifndef WEFT_NETPOLL_H
 #define WEFT_NETPOLL_H
@@ -32,5 +42,15 @@ void weft__netpoll_close(void);
 struct g *weft__netpoll(int64_t delay, int32_t *n);
 void weft__netpoll_break(void);
 bool weft__netpoll_waiters(void);
+int weft__netpoll_open(int fd, uint64_t data);
+void weft__netpoll_disarm(int fd);
+
+struct pd;
+int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc);
+int weft__pd_wait(struct pd *pd, uint32_t seq, int mode, int64_t deadline);
+bool weft__pd_close(int fd);
+struct g *weft__pd_waiter(int fd, int mode);
+void weft__pd_netready(uint64_t data, bool r, bool w, struct g **list);
+void weft__pd_fini(void);
 
 #endif

@@ -6,6 +6,9 @@
  * at a time, see proc.c findrunnable), so timers and, with the socket
  * module, I/O readiness wake the same sleeper.
  *
+ * Events carry the data fd.c chose at registration (fd | generation
+ * << 32); fd.c turns them into woken Gs.
+ *
  * Invariants:
  *  1. wakesig is 1 while a break is pending (eventfd written, not yet
  *     drained): concurrent breaks coalesce into one write.
@@ -21,6 +24,9 @@
 
 #include "runtime.h"
 #include "sanitizer.h"
+
+/* The break eventfd's event data: no fd's (fd | seq << 32 with fd < 2^31). */
+#define BREAK_DATA UINT64_MAX
 
 static int epfd = -1;
 static int breakfd = -1;
@@ -39,7 +45,7 @@ int weft__netpoll_init(void)
         epfd = -1;
         return err;
     }
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &breakfd};
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = BREAK_DATA};
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, breakfd, &ev) < 0) {
         int err = -errno;
         weft__netpoll_close();
@@ -70,9 +76,25 @@ void weft__netpoll_break(void)
         ;
 }
 
-bool weft__netpoll_waiters(void)
+int weft__netpoll_open(int fd, uint64_t data)
 {
-    return false; /* no fds yet: the socket module counts its waiters */
+    struct epoll_event ev = {
+        .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+        .data.u64 = data,
+    };
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+        return 0;
+    /* Still registered from a generation closed with close(2) while a
+     * dup of it lived on: take it over. */
+    if (errno == EEXIST && epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
+        return 0;
+    return -errno;
+}
+
+void weft__netpoll_disarm(int fd)
+{
+    struct epoll_event ev = {0};
+    epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &ev); /* ENOENT etc: nothing to do */
 }
 
 static int pollwait(struct epoll_event *evs, int max, int64_t delay)
@@ -105,15 +127,25 @@ struct g *weft__netpoll(int64_t delay, int32_t *n)
             weft__throw("weft: netpoll - epoll_wait failed");
         return NULL;
     }
+    struct g *list = NULL;
     for (int i = 0; i < k; i++) {
-        /* Only a sleeping poll consumes a break: a non-blocking look must
-         * not swallow the one meant for the sleeper. */
-        if (evs[i].data.ptr == &breakfd && delay != 0) {
-            uint64_t v;
-            while (read(breakfd, &v, sizeof v) < 0 && errno == EINTR)
-                ;
-            STORE(&wakesig, 0);
+        if (evs[i].data.u64 == BREAK_DATA) {
+            /* Only a sleeping poll consumes a break: a non-blocking look
+             * must not swallow the one meant for the sleeper. */
+            if (delay != 0) {
+                uint64_t v;
+                while (read(breakfd, &v, sizeof v) < 0 && errno == EINTR)
+                    ;
+                STORE(&wakesig, 0);
+            }
+            continue;
         }
+        uint32_t e = evs[i].events;
+        bool r = e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+        bool w = e & (EPOLLOUT | EPOLLHUP | EPOLLERR);
+        weft__pd_netready(evs[i].data.u64, r, w, &list);
     }
-    return NULL;
+    for (struct g *gp = list; gp != NULL; gp = gp->schedlink)
+        (*n)++;
+    return list;
 }

@@ -14,6 +14,8 @@
  * or any fault while a previous handler was installed, like a
  * sanitizer's) are passed to the previous handler; a guard-page hit is
  * always reported by weft, since only weft knows it is a stack overflow.
+ * While the runtime runs, SIGPIPE is ignored unless the program set its
+ * own disposition, so fd calls report -EPIPE instead.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -250,6 +252,9 @@ static RACY void sighandler(int sig, siginfo_t *info, void *uctx)
     _exit(2);
 }
 
+static struct sigaction oldpipe;
+static bool pipeset;
+
 void weft__signals_install(void)
 {
     struct sigaction sa;
@@ -259,6 +264,16 @@ void weft__signals_install(void)
     sigfillset(&sa.sa_mask);
     for (size_t i = 0; i < NFATAL; i++)
         sigaction(fatalsigs[i], &sa, &oldact[i]);
+    /* A write to a dead peer is an error (-EPIPE), not a process exit,
+     * as in Go; a handler the program installed itself is left alone. */
+    sigaction(SIGPIPE, NULL, &oldpipe);
+    if (oldpipe.sa_handler == SIG_DFL && !(oldpipe.sa_flags & SA_SIGINFO)) {
+        struct sigaction ign;
+        memset(&ign, 0, sizeof ign);
+        ign.sa_handler = SIG_IGN;
+        sigaction(SIGPIPE, &ign, NULL);
+        pipeset = true;
+    }
     installed = true;
 }
 
@@ -268,6 +283,9 @@ void weft__signals_restore(void)
         return;
     for (size_t i = 0; i < NFATAL; i++)
         sigaction(fatalsigs[i], &oldact[i], NULL);
+    if (pipeset)
+        sigaction(SIGPIPE, &oldpipe, NULL);
+    pipeset = false;
     installed = false;
 }
 

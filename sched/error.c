@@ -3,6 +3,7 @@
  * status and wait-reason strings come from the X-macro lists in
  * runtime.h, so a dump always prints what the enums say.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "runtime.h"
@@ -20,7 +21,29 @@
 #define WEFT_OWN_LIST(X)                                                       \
     X(ENOTCORO, "not called from a weft coroutine")                            \
     X(ENORUNTIME, "the weft runtime is not running")                          \
-    X(ECLOSED, "channel closed")
+    X(ECLOSED, "closed")                                                      \
+    X(ENONAME, "name not resolved")
+
+/* errname - "WEFT_" + the errno's name, for errnos without a WEFT_
+ * macro: built once per errno into a static table, so the result is a
+ * static string like every other answer here. */
+static const char *errname(int e)
+{
+    static char names[134][24];
+    static _Atomic uint8_t state[134]; /* 0 unset, 1 being written, 2 set */
+    const char *base = strerrorname_np(e);
+    if (e >= 134)
+        return base;
+    uint8_t st = 0;
+    if (atomic_compare_exchange_strong(&state[e], &st, 1)) {
+        snprintf(names[e], sizeof names[e], "WEFT_%s", base);
+        atomic_store(&state[e], 2);
+    } else {
+        while (atomic_load(&state[e]) != 2)
+            ;
+    }
+    return names[e];
+}
 
 WEFT_EXTERN const char *weft_strerror(int err)
 {
@@ -38,6 +61,9 @@ WEFT_EXTERN const char *weft_strerror(int err)
         WEFT_OWN_LIST(X)
 #undef X
     }
+    /* Any other errno (I/O errors keep theirs): the C library's text. */
+    if (err < 0 && err > -4000 && strerrordesc_np(-err) != NULL)
+        return strerrordesc_np(-err);
     return "unknown error";
 }
 
@@ -57,6 +83,8 @@ WEFT_EXTERN const char *weft_err_name(int err)
         WEFT_OWN_LIST(X)
 #undef X
     }
+    if (err < 0 && err > -4000 && strerrorname_np(-err) != NULL)
+        return errname(-err);
     return "WEFT_EUNKNOWN";
 }
 

@@ -24,6 +24,11 @@
  *     locks and removes its sudogs (s->queued says whether). A waker that
  *     pops a sudog whose claim fails just drops it.
  *
+ * A wait without a sudog (netpoll's fd waits, netpoll/fd.c) names its G
+ * by a token of the G's registry index and the low 32 bits of seq, and is
+ * claimed with weft__wait_claim_g; its deadline is armed by
+ * weft__wait_arm from its own park commit.
+ *
  * Rejected: removing the sudog from inside the timer callback. It would
  * need every lock of the wait (all channels of a select), in order, on
  * whatever M runs the timer; the woken G does it instead, as Go's select
@@ -107,4 +112,27 @@ bool weft__wait_claim(struct sudog *s)
     uint64_t want = s->seq << 2 | WS_WAITING;
     return atomic_compare_exchange_strong(&s->g->waitstate, &want,
                                           s->seq << 2 | WS_WOKEN);
+}
+
+/* weft__wait_arm - arm gp's deadline timer for its current wait on this
+ * M's P. For waits that park with their own commit function (fd.c): call
+ * it there, before the G is published to its wakers. */
+void weft__wait_arm(struct g *gp, int64_t deadline)
+{
+    if (deadline != WEFT_FOREVER)
+        weft__timer_add(weft__getm()->p, &gp->timer, deadline, timeout, gp,
+                        LOAD(&gp->waitstate) >> 2);
+}
+
+/* weft__wait_claim_g - weft__wait_claim for a waker that knows the G and
+ * the low 32 bits of its wait's seq: a wait 2^32 waits older cannot be
+ * told apart, which needs a waker stalled for minutes between reading
+ * the token and this CAS. */
+bool weft__wait_claim_g(struct g *gp, uint32_t seq32)
+{
+    uint64_t st = atomic_load(&gp->waitstate);
+    if ((st & 3) != WS_WAITING || (uint32_t)(st >> 2) != seq32)
+        return false;
+    return atomic_compare_exchange_strong(&gp->waitstate, &st,
+                                          (st & ~(uint64_t)3) | WS_WOKEN);
 }

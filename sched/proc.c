@@ -323,6 +323,7 @@ static struct g *allocg(void)
         weft__allgchunks[c] = chunk;
     }
     struct g *gp = weft__allg(weft__allgchunks, n);
+    gp->idx = (uint32_t)n;
     __atomic_store_n(&weft__allglen, n + 1, __ATOMIC_RELEASE);
     weft__unlock(&weft__allglock);
     return gp;
@@ -610,6 +611,13 @@ void weft__ready_any(struct g *gp)
     weft__unlock(&weft__sched.lock);
     if (pp != NULL)
         weft__startm(pp, false);
+}
+
+/* weft__runtime_on - whether a runtime is up (for calls that work from
+ * any thread but need the runtime's poller). */
+bool weft__runtime_on(void)
+{
+    return LOAD(&running);
 }
 
 WEFT_EXTERN int weft_external_ref(void)
@@ -950,7 +958,9 @@ void weft__handoffp(struct p *pp)
 
 /* --------------------------------------------------------- findrunnable */
 
-/* injectglist - make a list of ready Gs (from netpoll) runnable. */
+/* injectglist - make a list of ready Gs (from netpoll) runnable: the
+ * first is returned for mp to run, the rest go to mp's P (or the global
+ * queue without one), and an idle P gets an M to share them. */
 static struct g *injectglist(struct m *mp, struct g *list)
 {
     if (list == NULL)
@@ -958,19 +968,37 @@ static struct g *injectglist(struct m *mp, struct g *list)
     struct g *first = list;
     list = list->schedlink;
     STORE(&first->status, G_RUNNABLE);
+    if (list == NULL)
+        return first;
+    if (mp->p != NULL) {
+        while (list != NULL) {
+            struct g *gp = list;
+            list = list->schedlink;
+            STORE(&gp->status, G_RUNNABLE);
+            weft__runqput(mp->p, gp, false);
+        }
+    } else {
+        weft__netpoll_inject(list);
+    }
+    weft__wakep();
+    return first;
+}
+
+/* weft__netpoll_inject - queue a list of Gs woken by netpoll globally,
+ * from a thread without a P (sysmon's poll), and wake an M for them. */
+void weft__netpoll_inject(struct g *list)
+{
+    if (list == NULL)
+        return;
+    weft__lock(&weft__sched.lock);
     while (list != NULL) {
         struct g *gp = list;
         list = list->schedlink;
         STORE(&gp->status, G_RUNNABLE);
-        if (mp->p != NULL) {
-            weft__runqput(mp->p, gp, false);
-        } else {
-            weft__lock(&weft__sched.lock);
-            weft__globrunqput(gp);
-            weft__unlock(&weft__sched.lock);
-        }
+        weft__globrunqput(gp);
     }
-    return first;
+    weft__unlock(&weft__sched.lock);
+    weft__wakep();
 }
 
 /* stealwork - try to steal Gs, and run expired timers, from other Ps. */
@@ -1432,6 +1460,7 @@ static void teardown(void)
     weft__signals_restore();
     freeall();
     weft__netpoll_close();
+    weft__pd_fini();
     STORE(&running, false);
 }
 

@@ -192,8 +192,9 @@ struct g {
     struct stack stk;      /* immutable while alive */
     _Atomic uint32_t status;
     uint8_t waitreason;    /* owner writes (relaxed atomic); racy readers */
-    _Atomic uint32_t preempt; /* sysmon sets, the G clears */
     bool syscallp;         /* owner: inside weft_syscall_enter */
+    _Atomic uint32_t preempt; /* sysmon sets, the G clears */
+    uint32_t idx;          /* immutable: index in the allg registry */
     int64_t id;            /* immutable while alive; never reused */
     int64_t parentid;      /* immutable while alive */
     uintptr_t spawnpc;     /* creator's call site */
@@ -294,6 +295,8 @@ uint64_t weft__wait_prepare(struct g *gp);
 int weft__wait_park(int reason, int64_t deadline, void (*unlock)(void *),
                     void *arg);
 bool weft__wait_claim(struct sudog *s);
+void weft__wait_arm(struct g *gp, int64_t deadline);
+bool weft__wait_claim_g(struct g *gp, uint32_t seq32);
 
 /* sema.c: the one parking mechanism of the sync objects (mutex.c).
  * Semaphore discipline: *addr counts units; futex discipline: sleep while
@@ -485,6 +488,8 @@ void weft__park(unlockf f, void *arg, int reason);
 void weft__ready(struct g *gp);
 void weft__ready_any(struct g *gp);
 void weft__wakep(void);
+void weft__netpoll_inject(struct g *list);
+bool weft__runtime_on(void);
 void weft__startm(struct p *pp, bool spinning);
 void weft__handoffp(struct p *pp);
 void weft__preemptone(struct p *pp);

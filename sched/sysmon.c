@@ -12,7 +12,9 @@
  *  3. starts an M when a timer is overdue and nobody is in the poller,
  *     or when a P has queued work while another P idles and no M spins;
  *  4. keeps weft__coarsenow fresh (the "waiting since" clock);
- *  5. every second, gives back the memory of stacks cached on the global
+ *  5. polls the network when nobody has for 10 ms and some G waits on
+ *     an fd (busy Ps poll only when they run out of work);
+ *  6. every second, gives back the memory of stacks cached on the global
  *     free list for a full period (MADV_DONTNEED, top page kept).
  * The tick starts at 20 us and doubles after 50 idle ticks, up to 10 ms.
  * When every P is idle, sysmon trims the free stacks and sleeps on
@@ -32,6 +34,7 @@ extern _Atomic int64_t weft__coarsenow;
 #define FORCE_RETAKE_NS 10000000
 #define PREEMPT_NS 10000000
 #define TRIM_PERIOD_NS 1000000000
+#define NETPOLL_STALE_NS 10000000
 
 static pthread_t sysmon_thread;
 static _Atomic bool sysmon_stop;
@@ -160,6 +163,19 @@ static void *sysmon(void *arg)
         }
 
         uint32_t n = retake(now);
+        /* Busy Ps poll only when they run dry: poll for them if nobody
+         * has for 10 ms, so I/O waiters are not starved (Go's sysmon). */
+        int64_t lp = LOAD(&weft__sched.lastpoll);
+        if (lp != 0 && lp + NETPOLL_STALE_NS < now &&
+            weft__netpoll_waiters() &&
+            atomic_compare_exchange_strong(&weft__sched.lastpoll, &lp, now)) {
+            int32_t k;
+            struct g *list = weft__netpoll(0, &k);
+            if (list != NULL) {
+                weft__netpoll_inject(list);
+                n++;
+            }
+        }
         int64_t next = weft__timersleep_until();
         if (next != 0 && next < now && LOAD(&weft__sched.lastpoll) != 0 &&
             LOAD(&weft__sched.npidle) > 0) {

@@ -1,0 +1,328 @@
+/*
+ * fd.c - poll descriptors: what weft knows about each fd it waits on
+ * (Go's pollDesc, runtime/netpoll.go), and the wait for fd readiness that
+ * every fd call in net.c parks in. The backend (netpoll_epoll.c) reports
+ * readiness here through weft__pd_netready.
+ *
+ * Each fd number has one pd, in a two-level table indexed by the number;
+ * pds are never freed while the runtime lives, so a late event or a
+ * racing close never touches freed memory. A pd holds:
+ *
+ *  rg, wg  the reader's and the writer's wait word, lock-free:
+ *            PD_NIL    nobody waits, no readiness noted
+ *            PD_READY  readiness arrived while nobody was parked
+ *            PD_WAIT   a waiter is on its way to parking
+ *            token     a parked waiter: its G's registry index << 32 |
+ *                      the low 32 bits of its wait seq (park.c)
+ *  seq     the generation: bumped when the fd is adopted and when it is
+ *          closed. The backend registers the fd with fd | seq << 32 as
+ *          its event data, so an event from an earlier life of the same
+ *          number is dropped.
+ *  open    whether the current generation is registered.
+ *
+ * Invariants:
+ *  1. A waiter moves its word NIL -> WAIT, checks the generation, parks,
+ *     and in its park commit (after its context is saved) arms its
+ *     deadline and publishes WAIT -> token. Every waker (I/O, close)
+ *     swaps the word to READY and, if it took a token, claims the wait
+ *     with weft__wait_claim_g; only the claim's winner readies the G.
+ *     The deadline timer claims through park.c as for any other wait.
+ *  2. If the commit finds READY instead of WAIT, a waker came between
+ *     the check and the park: the G claims its own wait and does not
+ *     sleep (if the timer claimed it first, the timer readies it).
+ *  3. A woken waiter clears its word (token or READY -> NIL) and retries
+ *     its system call: every fd call starts with the call itself, so
+ *     READY is only needed between EAGAIN and the park, and a spurious
+ *     wake-up costs one EAGAIN, never a wrong result. That is also why
+ *     an event racing with a close and a reuse of the same number can at
+ *     worst wake a waiter of the new fd for nothing.
+ *  4. A waiter that finds the generation changed (the fd was weft_close'd,
+ *     maybe reopened) returns WEFT_ECLOSED; close bumps seq before it
+ *     swaps the words, so the waiter either sees the new seq or is woken.
+ *  5. open/close of a pd take pd->lock (never held across a park); the
+ *     wait and the wake paths take no lock.
+ *
+ * Rejected: a lock per pd around the waits (simpler, but two atomic
+ * read-modify-writes more per wake-up on the server hot path), and
+ * storing G pointers in the words (a waker then cannot tell which wait of
+ * the G it is waking once the G has timed out and waits again).
+ */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+#define PD_NIL ((uint64_t)0)
+#define PD_READY ((uint64_t)1)
+#define PD_WAIT ((uint64_t)2)
+
+#define PD_BLOCK 1024
+#define PD_TOP 4096 /* fds below 4M; the kernel's nr_open cap is 1M */
+
+struct pd {
+    _Atomic uint64_t rg, wg; /* see the top comment */
+    _Atomic uint32_t seq;    /* generation */
+    _Atomic bool open;       /* lock writes */
+    wlock lock;              /* adopt and close */
+    /* Who opened it, for dumps and the leak detector (lock writes). */
+    int64_t openerid;
+    uintptr_t openpc;
+    int64_t openedat;
+};
+
+static struct pd *_Atomic pdtab[PD_TOP];
+static wlock tablock;
+static _Atomic int32_t nwaiters; /* Gs parked (or about to) on an fd */
+
+/* pdlookup - fd's pd, or NULL if its block was never allocated. */
+static inline struct pd *pdlookup(int fd)
+{
+    if ((unsigned)fd >= (unsigned)PD_TOP * PD_BLOCK)
+        return NULL;
+    struct pd *blk = __atomic_load_n(&pdtab[fd / PD_BLOCK], __ATOMIC_ACQUIRE);
+    return blk ? &blk[fd % PD_BLOCK] : NULL;
+}
+
+static struct pd *pdget(int fd)
+{
+    struct pd *pd = pdlookup(fd);
+    if (pd != NULL || fd < 0 || fd >= PD_TOP * PD_BLOCK)
+        return pd;
+    weft__lock(&tablock);
+    struct pd *blk = LOAD(&pdtab[fd / PD_BLOCK]);
+    if (blk == NULL) {
+        blk = calloc(PD_BLOCK, sizeof *blk);
+        if (blk != NULL)
+            __atomic_store_n(&pdtab[fd / PD_BLOCK], blk, __ATOMIC_RELEASE);
+    }
+    weft__unlock(&tablock);
+    return blk ? &blk[fd % PD_BLOCK] : NULL;
+}
+
+bool weft__netpoll_waiters(void)
+{
+    return LOAD(&nwaiters) > 0;
+}
+
+/* A new runtime starts with no fd known (its epoll instance is new). */
+void weft__pd_fini(void)
+{
+    for (int i = 0; i < PD_TOP; i++) {
+        free(LOAD(&pdtab[i]));
+        STORE(&pdtab[i], NULL);
+    }
+    STORE(&nwaiters, 0);
+}
+
+/* weft__pd_adopt - fd's pd, registering the fd with the poller first if
+ * this generation has not been: sets O_NONBLOCK. *seqp gets the
+ * generation. Returns 0, WEFT_EBADF, WEFT_EPERM (epoll cannot wait on it:
+ * a regular file), WEFT_EINVAL (fd beyond the table), WEFT_ENOMEM. */
+int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc)
+{
+    if (fd < 0)
+        return WEFT_EBADF;
+    struct pd *pd = pdget(fd);
+    if (pd == NULL)
+        return fd >= PD_TOP * PD_BLOCK ? WEFT_EINVAL : WEFT_ENOMEM;
+    *pdp = pd;
+    if (likely(__atomic_load_n(&pd->open, __ATOMIC_ACQUIRE))) {
+        *seqp = __atomic_load_n(&pd->seq, __ATOMIC_ACQUIRE);
+        return 0;
+    }
+    int err = 0;
+    weft__lock(&pd->lock);
+    if (!LOAD(&pd->open)) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0) {
+            err = -errno;
+        } else if (!(fl & O_NONBLOCK) &&
+                   fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+            err = -errno;
+        } else {
+            uint32_t seq = LOAD(&pd->seq) + 1;
+            STORE(&pd->rg, PD_NIL);
+            STORE(&pd->wg, PD_NIL);
+            STORE(&pd->seq, seq);
+            err = weft__netpoll_open(fd, (uint64_t)(uint32_t)fd |
+                                             (uint64_t)seq << 32);
+            if (err == 0) {
+                struct g *gp = weft__getg();
+                pd->openerid = gp ? gp->id : 0;
+                pd->openpc = pc;
+                pd->openedat = weft__nanotime();
+                __atomic_store_n(&pd->open, true, __ATOMIC_RELEASE);
+            }
+        }
+    }
+    *seqp = LOAD(&pd->seq);
+    weft__unlock(&pd->lock);
+    return err;
+}
+
+/* wake - a waker's half of invariant 1 on word w; a claimed G goes on
+ * *list (through schedlink). */
+static void wake(_Atomic uint64_t *w, struct g **list)
+{
+    uint64_t old = LOAD(w);
+    do {
+        if (old == PD_READY)
+            return;
+    } while (!atomic_compare_exchange_weak(w, &old, PD_READY));
+    if (old <= PD_WAIT)
+        return;
+    struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
+    struct g *gp = weft__allg(chunks, (size_t)(old >> 32));
+    if (weft__wait_claim_g(gp, (uint32_t)old)) {
+        gp->schedlink = *list;
+        *list = gp;
+    }
+}
+
+/* weft__pd_netready - the backend's report: the fd registered with data
+ * is ready to read (r) and/or write (w). Claimed Gs are pushed on *list. */
+void weft__pd_netready(uint64_t data, bool r, bool w, struct g **list)
+{
+    struct pd *pd = pdlookup((int)(uint32_t)data);
+    if (pd == NULL || LOAD(&pd->seq) != (uint32_t)(data >> 32))
+        return;
+    if (r)
+        wake(&pd->rg, list);
+    if (w)
+        wake(&pd->wg, list);
+}
+
+struct pdpark {
+    _Atomic uint64_t *w[2];
+    int nw;
+    uint64_t token;
+    int64_t deadline;
+};
+
+/* commit - the G's half of invariants 1 and 2, after its switch. */
+static bool commit(struct g *gp, void *argp)
+{
+    struct pdpark pa = *(struct pdpark *)argp; /* on gp's stack: copy */
+    weft__wait_arm(gp, pa.deadline);
+    bool raced = false;
+    for (int i = 0; i < pa.nw; i++) {
+        uint64_t want = PD_WAIT;
+        if (!atomic_compare_exchange_strong(pa.w[i], &want, pa.token))
+            raced = true;
+    }
+    if (!raced)
+        return true;
+    /* A waker came first: do not sleep, unless the timer has already
+     * claimed (and so readies) the G. */
+    return !weft__wait_claim_g(gp, (uint32_t)pa.token);
+}
+
+/* clearword - after the wait: drop our token, or the readiness that woke
+ * us (invariant 3), and a WAIT we never published. */
+static void clearword(_Atomic uint64_t *w, uint64_t token)
+{
+    uint64_t v = LOAD(w);
+    if (v == token || v == PD_READY || v == PD_WAIT)
+        atomic_compare_exchange_strong(w, &v, PD_NIL);
+}
+
+/* weft__pd_wait - park until pd (generation seq) is ready for mode
+ * (WEFT_READ and/or WEFT_WRITE) or deadline passes. Returns 0 (retry the
+ * call), WEFT_ETIMEDOUT, WEFT_ECLOSED, WEFT_EBUSY (another G waits on
+ * that direction). */
+int weft__pd_wait(struct pd *pd, uint32_t seq, int mode, int64_t deadline)
+{
+    struct pdpark pa = {.nw = 0, .deadline = deadline};
+    if (mode & WEFT_READ)
+        pa.w[pa.nw++] = &pd->rg;
+    if (mode & WEFT_WRITE)
+        pa.w[pa.nw++] = &pd->wg;
+    for (int i = 0; i < pa.nw; i++) {
+        uint64_t old = LOAD(pa.w[i]);
+        for (;;) {
+            if (old == PD_READY) {
+                if (atomic_compare_exchange_weak(pa.w[i], &old, PD_NIL)) {
+                    for (int j = 0; j < i; j++)
+                        clearword(pa.w[j], PD_WAIT);
+                    return 0;
+                }
+                continue;
+            }
+            if (old != PD_NIL) {
+                for (int j = 0; j < i; j++)
+                    clearword(pa.w[j], PD_WAIT);
+                return WEFT_EBUSY;
+            }
+            if (atomic_compare_exchange_weak(pa.w[i], &old, PD_WAIT))
+                break;
+        }
+    }
+    int rc = 0;
+    /* seq-cst, after the WAIT stores: pairs with close's seq bump before
+     * its swaps (invariant 4). */
+    if (atomic_load(&pd->seq) != seq)
+        rc = WEFT_ECLOSED;
+    else if (deadline != WEFT_FOREVER && deadline <= weft__nanotime())
+        rc = WEFT_ETIMEDOUT;
+    if (rc != 0) {
+        for (int i = 0; i < pa.nw; i++)
+            clearword(pa.w[i], PD_WAIT);
+        return rc;
+    }
+    struct g *gp = weft__getg();
+    uint64_t wseq = weft__wait_prepare(gp);
+    pa.token = (uint64_t)gp->idx << 32 | (uint32_t)wseq;
+    atomic_fetch_add(&nwaiters, 1);
+    weft__park(commit, &pa, WR_IO_WAIT);
+    atomic_fetch_sub(&nwaiters, 1);
+    bool timedout = (atomic_load(&gp->waitstate) & 3) == WS_TIMEDOUT;
+    if (!timedout && deadline != WEFT_FOREVER)
+        weft__timer_del(&gp->timer); /* a late firing fails its CAS */
+    for (int i = 0; i < pa.nw; i++)
+        clearword(pa.w[i], pa.token);
+    if (atomic_load(&pd->seq) != seq)
+        return WEFT_ECLOSED;
+    return timedout ? WEFT_ETIMEDOUT : 0;
+}
+
+/* weft__pd_close - end fd's generation: waiters get WEFT_ECLOSED, later
+ * events of this generation are dropped. Returns whether fd was open. */
+bool weft__pd_close(int fd)
+{
+    struct pd *pd = pdlookup(fd);
+    if (pd == NULL || !__atomic_load_n(&pd->open, __ATOMIC_ACQUIRE))
+        return false;
+    weft__lock(&pd->lock);
+    bool was = LOAD(&pd->open);
+    struct g *list = NULL;
+    if (was) {
+        STORE(&pd->open, false);
+        atomic_fetch_add(&pd->seq, 1); /* seq-cst: invariant 4 */
+        wake(&pd->rg, &list);
+        wake(&pd->wg, &list);
+        weft__netpoll_disarm(fd);
+    }
+    weft__unlock(&pd->lock);
+    while (list != NULL) {
+        struct g *gp = list;
+        list = gp->schedlink;
+        weft__ready_any(gp);
+    }
+    return was;
+}
+
+/* weft__pd_waiter - the G parked on fd for mode (WEFT_READ or
+ * WEFT_WRITE), or NULL; racy, for dumps and the leak detector. */
+struct g *weft__pd_waiter(int fd, int mode)
+{
+    struct pd *pd = pdlookup(fd);
+    if (pd == NULL || !LOAD(&pd->open))
+        return NULL;
+    uint64_t v = LOAD(mode == WEFT_READ ? &pd->rg : &pd->wg);
+    if (v <= PD_WAIT)
+        return NULL;
+    struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
+    return weft__allg(chunks, (size_t)(v >> 32));
+}

@@ -1,0 +1,734 @@
+/*
+ * net.c - the fd and socket calls of weft.h: each tries its system call
+ * first and, on EAGAIN, parks in weft__pd_wait (fd.c) until the
+ * netpoller reports the fd ready, then tries again (Go's internal/poll).
+ *
+ * Invariants:
+ *  1. Every fd weft hands out is non-blocking and close-on-exec, and is
+ *     registered with the poller before it is returned, so its opener is
+ *     recorded (fd.c) and a wait on it cannot miss an edge.
+ *  2. A call never reports through errno: each system call's errno is
+ *     read at once, on the thread that made the call.
+ *  3. Name resolution (getaddrinfo) runs inside weft_blocking, so a slow
+ *     DNS answer costs a thread, not a P. Numeric addresses skip it.
+ *  4. A spurious wake-up (fd.c invariant 3) only costs one more EAGAIN:
+ *     every loop retries its call, connect double-checks with
+ *     getpeername, and weft_fd_wait asks poll(2) what is ready.
+ */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+#define ACCEPT_BACKOFF_MIN_NS (5 * 1000000LL)
+#define ACCEPT_BACKOFF_MAX_NS (1000 * 1000000LL)
+#define WRITEV_WINDOW 64
+
+/* curg - the calling coroutine, or NULL outside one (or inside a
+ * weft_syscall_enter bracket, where parking is not allowed). */
+static inline struct g *curg(void)
+{
+    struct g *gp = weft__getg();
+    return gp != NULL && !gp->syscallp ? gp : NULL;
+}
+
+/* ioprep - the common head of the blocking fd calls. *blocking is set
+ * when epoll cannot wait on fd (a regular file): then the call is made
+ * as is, as Go does for files. */
+static int ioprep(int fd, struct pd **pd, uint32_t *seq, bool *plain,
+                  uintptr_t pc)
+{
+    if (curg() == NULL)
+        return WEFT_ENOTCORO;
+    weft_checkpoint();
+    *plain = false;
+    int rc = weft__pd_adopt(fd, pd, seq, pc);
+    if (rc == WEFT_EPERM) {
+        *plain = true;
+        return 0;
+    }
+    return rc;
+}
+
+/* ----------------------------------------------------------- fd calls */
+
+WEFT_EXTERN int weft_fd_open(int fd)
+{
+    if (!weft__runtime_on())
+        return WEFT_ENORUNTIME;
+    struct pd *pd;
+    uint32_t seq;
+    int rc = weft__pd_adopt(fd, &pd, &seq,
+                            (uintptr_t)__builtin_return_address(0));
+    return rc < 0 ? rc : fd;
+}
+
+WEFT_EXTERN int weft_close(int fd)
+{
+    if (fd < 0)
+        return WEFT_EBADF;
+    weft__pd_close(fd);
+    if (close(fd) < 0 && errno != EINTR)
+        return -errno; /* EINTR: Linux has closed it anyway */
+    return 0;
+}
+
+WEFT_EXTERN int weft_shutdown(int fd, int how)
+{
+    return shutdown(fd, how) < 0 ? -errno : 0;
+}
+
+/* readymask - the WEFT_* bits of revents that answer a wait for events. */
+static int readymask(short revents, int events)
+{
+    int r = 0;
+    if ((events & WEFT_READ) &&
+        (revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)))
+        r |= WEFT_READ;
+    if ((events & WEFT_WRITE) && (revents & (POLLOUT | POLLHUP | POLLERR)))
+        r |= WEFT_WRITE;
+    return r;
+}
+
+WEFT_EXTERN int weft_fd_wait(int fd, int events, int64_t deadline)
+{
+    if (events == 0 || (events & ~(WEFT_READ | WEFT_WRITE)))
+        return WEFT_EINVAL;
+    struct pd *pd;
+    uint32_t seq;
+    bool plain;
+    int rc = ioprep(fd, &pd, &seq, &plain,
+                    (uintptr_t)__builtin_return_address(0));
+    if (rc < 0)
+        return rc;
+    short want = (short)(((events & WEFT_READ) ? POLLIN | POLLRDHUP : 0) |
+                         ((events & WEFT_WRITE) ? POLLOUT : 0));
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = want};
+        int n = poll(&p, 1, 0);
+        if (n < 0 && errno != EINTR)
+            return -errno;
+        if (n > 0) {
+            if (p.revents & POLLNVAL)
+                return WEFT_EBADF;
+            int r = readymask(p.revents, events);
+            if (r != 0)
+                return r;
+        }
+        if (plain)
+            return events; /* files are always ready */
+        if ((rc = weft__pd_wait(pd, seq, events, deadline)) < 0)
+            return rc;
+    }
+}
+
+/* ------------------------------------------------------- read / write */
+
+WEFT_EXTERN ssize_t weft_read_dl(int fd, void *buf, size_t len,
+                                 int64_t deadline)
+{
+    struct pd *pd;
+    uint32_t seq;
+    bool plain;
+    int rc = ioprep(fd, &pd, &seq, &plain,
+                    (uintptr_t)__builtin_return_address(0));
+    if (rc < 0)
+        return rc;
+    for (;;) {
+        ssize_t n = read(fd, buf, len);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN || plain)
+            return -errno;
+        if ((rc = weft__pd_wait(pd, seq, WEFT_READ, deadline)) < 0)
+            return rc;
+    }
+}
+
+WEFT_EXTERN ssize_t weft_read(int fd, void *buf, size_t len)
+{
+    return weft_read_dl(fd, buf, len, WEFT_FOREVER);
+}
+
+WEFT_EXTERN ssize_t weft_readv_dl(int fd, const struct iovec *iov,
+                                  int iovcnt, int64_t deadline)
+{
+    if (iovcnt < 0 || iovcnt > IOV_MAX || (iov == NULL && iovcnt > 0))
+        return WEFT_EINVAL;
+    struct pd *pd;
+    uint32_t seq;
+    bool plain;
+    int rc = ioprep(fd, &pd, &seq, &plain,
+                    (uintptr_t)__builtin_return_address(0));
+    if (rc < 0)
+        return rc;
+    for (;;) {
+        ssize_t n = readv(fd, iov, iovcnt);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN || plain)
+            return -errno;
+        if ((rc = weft__pd_wait(pd, seq, WEFT_READ, deadline)) < 0)
+            return rc;
+    }
+}
+
+WEFT_EXTERN ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt)
+{
+    return weft_readv_dl(fd, iov, iovcnt, WEFT_FOREVER);
+}
+
+WEFT_EXTERN ssize_t weft_write_dl(int fd, const void *buf, size_t len,
+                                  size_t *done, int64_t deadline)
+{
+    size_t off = 0;
+    if (done != NULL)
+        *done = 0;
+    if (len > SSIZE_MAX || (buf == NULL && len > 0))
+        return WEFT_EINVAL;
+    struct pd *pd;
+    uint32_t seq;
+    bool plain;
+    int rc = ioprep(fd, &pd, &seq, &plain,
+                    (uintptr_t)__builtin_return_address(0));
+    if (rc < 0)
+        return rc;
+    ssize_t ret = (ssize_t)len;
+    while (off < len) {
+        ssize_t n = write(fd, (const char *)buf + off, len - off);
+        if (n >= 0) {
+            off += (size_t)n;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN || plain) {
+            ret = -errno;
+            break;
+        }
+        if ((rc = weft__pd_wait(pd, seq, WEFT_WRITE, deadline)) < 0) {
+            ret = rc;
+            break;
+        }
+    }
+    if (done != NULL)
+        *done = off;
+    return ret;
+}
+
+WEFT_EXTERN ssize_t weft_write(int fd, const void *buf, size_t len,
+                               size_t *done)
+{
+    return weft_write_dl(fd, buf, len, done, WEFT_FOREVER);
+}
+
+WEFT_EXTERN ssize_t weft_writev_dl(int fd, const struct iovec *iov,
+                                   int iovcnt, size_t *done,
+                                   int64_t deadline)
+{
+    if (done != NULL)
+        *done = 0;
+    if (iovcnt < 0 || iovcnt > IOV_MAX || (iov == NULL && iovcnt > 0))
+        return WEFT_EINVAL;
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        if (iov[i].iov_len > SSIZE_MAX - total)
+            return WEFT_EINVAL;
+        total += iov[i].iov_len;
+    }
+    struct pd *pd;
+    uint32_t seq;
+    bool plain;
+    int rc = ioprep(fd, &pd, &seq, &plain,
+                    (uintptr_t)__builtin_return_address(0));
+    if (rc < 0)
+        return rc;
+    /* The caller's iovecs are const: write through a window copied from
+     * them, its first entry advanced past what is already written. */
+    struct iovec win[WRITEV_WINDOW];
+    int i = 0;         /* first entry not fully written */
+    size_t skip = 0;   /* bytes of iov[i] already written */
+    size_t off = 0;
+    ssize_t ret = (ssize_t)total;
+    while (off < total) {
+        while (i < iovcnt && iov[i].iov_len == skip) {
+            i++;
+            skip = 0;
+        }
+        int k = 0;
+        for (; k < WRITEV_WINDOW && i + k < iovcnt; k++)
+            win[k] = iov[i + k];
+        win[0].iov_base = (char *)win[0].iov_base + skip;
+        win[0].iov_len -= skip;
+        ssize_t n = writev(fd, win, k);
+        if (n >= 0) {
+            off += (size_t)n;
+            size_t left = (size_t)n;
+            while (left > 0) {
+                size_t rest = iov[i].iov_len - skip;
+                if (left < rest) {
+                    skip += left;
+                    break;
+                }
+                left -= rest;
+                i++;
+                skip = 0;
+            }
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN || plain) {
+            ret = -errno;
+            break;
+        }
+        if ((rc = weft__pd_wait(pd, seq, WEFT_WRITE, deadline)) < 0) {
+            ret = rc;
+            break;
+        }
+    }
+    if (done != NULL)
+        *done = off;
+    return ret;
+}
+
+WEFT_EXTERN ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt,
+                                size_t *done)
+{
+    return weft_writev_dl(fd, iov, iovcnt, done, WEFT_FOREVER);
+}
+
+/* ------------------------------------------------------ name resolution */
+
+struct gai {
+    const char *node, *service;
+    const struct addrinfo *hints;
+    struct addrinfo **res;
+    int err; /* errno, for EAI_SYSTEM */
+};
+
+static intptr_t gai_call(void *arg)
+{
+    struct gai *a = arg;
+    int rc = getaddrinfo(a->node, a->service, a->hints, a->res);
+    a->err = errno;
+    return rc;
+}
+
+static int gaierr(int rc, int err)
+{
+    switch (rc) {
+    case 0:
+        return 0;
+    case EAI_NONAME:
+    case EAI_SERVICE:
+#ifdef EAI_NODATA
+    case EAI_NODATA:
+#endif
+#ifdef EAI_ADDRFAMILY
+    case EAI_ADDRFAMILY:
+#endif
+        return WEFT_ENONAME;
+    case EAI_AGAIN:
+        return WEFT_EAGAIN;
+    case EAI_MEMORY:
+        return WEFT_ENOMEM;
+    case EAI_SYSTEM:
+        return err > 0 ? -err : WEFT_EINVAL;
+    default:
+        return WEFT_EINVAL;
+    }
+}
+
+WEFT_EXTERN int weft_getaddrinfo(const char *node, const char *service,
+                                 const struct addrinfo *hints,
+                                 struct addrinfo **res)
+{
+    if ((node == NULL && service == NULL) || res == NULL)
+        return WEFT_EINVAL;
+    struct gai a = {node, service, hints, res, 0};
+    return gaierr((int)weft_blocking(gai_call, &a), a.err);
+}
+
+/* -------------------------------------------------------- addresses */
+
+struct addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+};
+
+/* netfamily - the address family a network name asks for; -1 if bad. */
+static int netfamily(const char *network)
+{
+    if (network == NULL)
+        return -1;
+    if (strcmp(network, "tcp") == 0)
+        return AF_UNSPEC;
+    if (strcmp(network, "tcp4") == 0)
+        return AF_INET;
+    if (strcmp(network, "tcp6") == 0)
+        return AF_INET6;
+    if (strcmp(network, "unix") == 0)
+        return AF_UNIX;
+    return -1;
+}
+
+static int unixaddr(const char *path, struct addr *a)
+{
+    struct sockaddr_un *un = (struct sockaddr_un *)&a->ss;
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof un->sun_path)
+        return WEFT_EINVAL;
+    memset(un, 0, sizeof *un);
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, n);
+    if (path[0] == '@') /* abstract: no trailing NUL in the name */
+        un->sun_path[0] = '\0';
+    a->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n +
+                         (path[0] == '@' ? 0 : 1));
+    return 0;
+}
+
+/* splithostport - "host:port", ":port" or "[v6]:port" into host (may be
+ * empty) and port. */
+static int splithostport(const char *address, char *host, size_t hostsz,
+                         char *port, size_t portsz)
+{
+    const char *colon, *h = address;
+    size_t hl;
+    if (address[0] == '[') {
+        const char *end = strchr(address, ']');
+        if (end == NULL || end[1] != ':')
+            return WEFT_EINVAL;
+        h = address + 1;
+        hl = (size_t)(end - h);
+        colon = end + 1;
+    } else {
+        colon = strrchr(address, ':');
+        if (colon == NULL)
+            return WEFT_EINVAL;
+        hl = (size_t)(colon - address);
+        if (memchr(address, ':', hl) != NULL)
+            return WEFT_EINVAL; /* bare IPv6 needs brackets */
+    }
+    const char *p = colon + 1;
+    size_t pl = strlen(p);
+    if (hl >= hostsz || pl == 0 || pl >= portsz)
+        return WEFT_EINVAL;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    memcpy(port, p, pl + 1);
+    /* A numeric port must be a port: getaddrinfo accepts 99999. */
+    if (p[strspn(p, "0123456789")] == '\0') {
+        char *endp;
+        long v = strtol(p, &endp, 10);
+        if (pl > 5 || v > 65535)
+            return WEFT_EINVAL;
+    }
+    return 0;
+}
+
+/* resolve - the addresses of network/address, for listening (passive)
+ * or dialing. Returns a getaddrinfo list in *res (free with
+ * freeaddrinfo), or an error. */
+static int resolve(int family, const char *address, bool passive,
+                   struct addrinfo **res)
+{
+    char host[256], port[32];
+    int rc = splithostport(address, host, sizeof host, port, sizeof port);
+    if (rc < 0)
+        return rc;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = family;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    hints.ai_flags = passive ? AI_PASSIVE : 0;
+    const char *node = host;
+    if (host[0] == '\0') {
+        if (!passive)
+            node = family == AF_INET6 ? "::1" : "127.0.0.1"; /* as Go */
+        else
+            node = NULL;
+    }
+    /* Numeric hosts need no resolver, so no thread hand-off. */
+    struct in6_addr tmp;
+    if (node == NULL || inet_pton(AF_INET, node, &tmp) == 1 ||
+        inet_pton(AF_INET6, node, &tmp) == 1) {
+        hints.ai_flags |= AI_NUMERICHOST;
+        return gaierr(getaddrinfo(node, port, &hints, res), errno);
+    }
+    return weft_getaddrinfo(node, port, &hints, res);
+}
+
+static void tcpopts(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+/* ------------------------------------------------------------ listen */
+
+static int listenon(int family, const struct sockaddr *sa, socklen_t len,
+                    int backlog, bool v6only, uintptr_t pc)
+{
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    if (family != AF_UNIX)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (family == AF_INET6) {
+        int v = v6only;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, sizeof v);
+    }
+    int rc = 0;
+    if (bind(fd, sa, len) < 0 ||
+        listen(fd, backlog > 0 ? backlog : SOMAXCONN) < 0) {
+        rc = -errno;
+    } else {
+        struct pd *pd;
+        uint32_t seq;
+        rc = weft__pd_adopt(fd, &pd, &seq, pc);
+    }
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+WEFT_EXTERN int weft_listen(const char *network, const char *address,
+                            int backlog)
+{
+    uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    int family = netfamily(network);
+    if (family < 0 || address == NULL)
+        return WEFT_EINVAL;
+    if (curg() == NULL)
+        return WEFT_ENOTCORO;
+    if (family == AF_UNIX) {
+        struct addr a;
+        int rc = unixaddr(address, &a);
+        if (rc < 0)
+            return rc;
+        return listenon(AF_UNIX, (struct sockaddr *)&a.ss, a.len, backlog,
+                        false, pc);
+    }
+    struct addrinfo *res;
+    int rc = resolve(family, address, true, &res);
+    if (rc < 0)
+        return rc;
+    /* "tcp" on every address: one IPv6 socket that takes IPv4 too, else
+     * (no IPv6 here) the first address getaddrinfo gave. */
+    rc = WEFT_ENONAME;
+    bool wildcard = address[0] == ':' || strncmp(address, "[]:", 3) == 0;
+    if (family == AF_UNSPEC && wildcard) {
+        struct sockaddr_in6 any6;
+        memset(&any6, 0, sizeof any6);
+        any6.sin6_family = AF_INET6;
+        any6.sin6_addr = in6addr_any;
+        for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+            if (ai->ai_family == AF_INET) {
+                any6.sin6_port = ((struct sockaddr_in *)ai->ai_addr)->sin_port;
+                break;
+            }
+            if (ai->ai_family == AF_INET6) {
+                any6.sin6_port =
+                    ((struct sockaddr_in6 *)ai->ai_addr)->sin6_port;
+                break;
+            }
+        }
+        rc = listenon(AF_INET6, (struct sockaddr *)&any6, sizeof any6,
+                      backlog, false, pc);
+        if (rc >= 0 || (rc != -EAFNOSUPPORT && rc != -EADDRNOTAVAIL)) {
+            freeaddrinfo(res);
+            return rc;
+        }
+    }
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        if (wildcard && family == AF_UNSPEC && ai->ai_family != AF_INET)
+            continue;
+        rc = listenon(ai->ai_family, ai->ai_addr, ai->ai_addrlen, backlog,
+                      ai->ai_family == AF_INET6, pc);
+        if (rc >= 0)
+            break;
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+/* ------------------------------------------------------------ accept */
+
+WEFT_EXTERN int weft_accept_dl(int lfd, struct sockaddr *addr,
+                               socklen_t *addrlen, int64_t deadline)
+{
+    uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    if ((addr == NULL) != (addrlen == NULL))
+        return WEFT_EINVAL;
+    struct pd *pd;
+    uint32_t seq;
+    bool plain;
+    int rc = ioprep(lfd, &pd, &seq, &plain, pc);
+    if (rc < 0)
+        return rc;
+    if (plain)
+        return -ENOTSOCK;
+    int64_t backoff = 0;
+    for (;;) {
+        int fd = accept4(lfd, addr, addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            struct pd *cpd;
+            uint32_t cseq;
+            if ((rc = weft__pd_adopt(fd, &cpd, &cseq, pc)) < 0) {
+                close(fd);
+                return rc;
+            }
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+                ss.ss_family != AF_UNIX)
+                tcpopts(fd);
+            return fd;
+        }
+        int err = errno;
+        switch (err) {
+        case EINTR:
+        case ECONNABORTED:
+            continue;
+        case EAGAIN:
+            backoff = 0;
+            if ((rc = weft__pd_wait(pd, seq, WEFT_READ, deadline)) < 0)
+                return rc;
+            continue;
+        case EMFILE:
+        case ENFILE:
+        case ENOBUFS:
+        case ENOMEM: {
+            /* Out of fds: the connection waits in the backlog while we
+             * back off, as Go's http.Server does; never spin. */
+            backoff = backoff == 0 ? ACCEPT_BACKOFF_MIN_NS : backoff * 2;
+            if (backoff > ACCEPT_BACKOFF_MAX_NS)
+                backoff = ACCEPT_BACKOFF_MAX_NS;
+            int64_t until = weft_now() + backoff;
+            if (deadline != WEFT_FOREVER && until >= deadline) {
+                weft_sleep_until(deadline);
+                return WEFT_ETIMEDOUT;
+            }
+            weft_sleep_until(until);
+            continue;
+        }
+        default:
+            return -err;
+        }
+    }
+}
+
+WEFT_EXTERN int weft_accept(int lfd, struct sockaddr *addr,
+                            socklen_t *addrlen)
+{
+    return weft_accept_dl(lfd, addr, addrlen, WEFT_FOREVER);
+}
+
+/* -------------------------------------------------------------- dial */
+
+/* connectone - one connection attempt; the fd or an error. */
+static int connectone(const struct sockaddr *sa, socklen_t len,
+                      int64_t deadline, uintptr_t pc)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    0);
+    if (fd < 0)
+        return -errno;
+    struct pd *pd;
+    uint32_t seq;
+    int rc = weft__pd_adopt(fd, &pd, &seq, pc);
+    if (rc < 0)
+        goto fail;
+    if (connect(fd, sa, len) == 0)
+        goto ok;
+    if (errno != EINPROGRESS && errno != EINTR) {
+        rc = -errno;
+        goto fail;
+    }
+    for (;;) {
+        if ((rc = weft__pd_wait(pd, seq, WEFT_WRITE, deadline)) < 0)
+            goto fail;
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) {
+            rc = -errno;
+            goto fail;
+        }
+        if (soerr == EINPROGRESS || soerr == EALREADY || soerr == EINTR)
+            continue;
+        if (soerr != 0) {
+            rc = -soerr;
+            goto fail;
+        }
+        /* No error may still mean "not yet" after a spurious wake-up. */
+        struct sockaddr_storage peer;
+        socklen_t pl = sizeof peer;
+        if (getpeername(fd, (struct sockaddr *)&peer, &pl) == 0)
+            break;
+    }
+ok:
+    if (sa->sa_family != AF_UNIX)
+        tcpopts(fd);
+    return fd;
+fail:
+    weft__pd_close(fd);
+    close(fd);
+    return rc;
+}
+
+WEFT_EXTERN int weft_dial_dl(const char *network, const char *address,
+                             int64_t deadline)
+{
+    uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    int family = netfamily(network);
+    if (family < 0 || address == NULL)
+        return WEFT_EINVAL;
+    if (curg() == NULL)
+        return WEFT_ENOTCORO;
+    weft_checkpoint();
+    if (family == AF_UNIX) {
+        struct addr a;
+        int rc = unixaddr(address, &a);
+        if (rc < 0)
+            return rc;
+        return connectone((struct sockaddr *)&a.ss, a.len, deadline, pc);
+    }
+    struct addrinfo *res;
+    int rc = resolve(family, address, false, &res);
+    if (rc < 0)
+        return rc;
+    rc = WEFT_ENONAME;
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        rc = connectone(ai->ai_addr, ai->ai_addrlen, deadline, pc);
+        if (rc >= 0 || rc == WEFT_ETIMEDOUT)
+            break;
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+WEFT_EXTERN int weft_dial(const char *network, const char *address)
+{
+    return weft_dial_dl(network, address, WEFT_FOREVER);
+}
