@@ -12,8 +12,9 @@
  *            PD_NIL    nobody waits, no readiness noted
  *            PD_READY  readiness arrived while nobody was parked
  *            PD_WAIT   a waiter is on its way to parking
- *            token     a parked waiter: its G's registry index << 32 |
- *                      the low 32 bits of its wait seq (park.c)
+ *            token     a parked waiter: (its G's registry index + 1) << 32
+ *                      | the low 32 bits of its wait seq (park.c); the
+ *                      + 1 keeps every token above PD_WAIT
  *  seq     the generation: bumped when the fd is adopted and when it is
  *          closed. The backend registers the fd with fd | seq << 32 as
  *          its event data, so an event from an earlier life of the same
@@ -174,7 +175,7 @@ static void wake(_Atomic uint64_t *w, struct g **list)
     if (old <= PD_WAIT)
         return;
     struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
-    struct g *gp = weft__allg(chunks, (size_t)(old >> 32));
+    struct g *gp = weft__allg(chunks, (size_t)(old >> 32) - 1);
     if (weft__wait_claim_g(gp, (uint32_t)old)) {
         gp->schedlink = *list;
         *list = gp;
@@ -273,7 +274,7 @@ int weft__pd_wait(struct pd *pd, uint32_t seq, int mode, int64_t deadline)
     }
     struct g *gp = weft__getg();
     uint64_t wseq = weft__wait_prepare(gp);
-    pa.token = (uint64_t)gp->idx << 32 | (uint32_t)wseq;
+    pa.token = ((uint64_t)gp->idx + 1) << 32 | (uint32_t)wseq;
     atomic_fetch_add(&nwaiters, 1);
     weft__park(commit, &pa, WR_IO_WAIT);
     atomic_fetch_sub(&nwaiters, 1);
@@ -324,5 +325,5 @@ struct g *weft__pd_waiter(int fd, int mode)
     if (v <= PD_WAIT)
         return NULL;
     struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
-    return weft__allg(chunks, (size_t)(v >> 32));
+    return weft__allg(chunks, (size_t)(v >> 32) - 1);
 }

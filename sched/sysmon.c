@@ -158,7 +158,8 @@ static void *sysmon(void *arg)
                 weft__notesleep(&weft__sched.sysmonnote);
                 STORE(&weft__coarsenow, weft__nanotime());
             }
-            idle = 0;
+            /* The tick is not reset: a server that idles between
+             * requests would otherwise keep sysmon at 20 us forever. */
             continue;
         }
 
@@ -169,12 +170,11 @@ static void *sysmon(void *arg)
         if (lp != 0 && lp + NETPOLL_STALE_NS < now &&
             weft__netpoll_waiters() &&
             atomic_compare_exchange_strong(&weft__sched.lastpoll, &lp, now)) {
+            /* Not counted as activity (n): a busy server finds work
+             * here every time, and must not keep sysmon at its 20 us
+             * tick, waking a thread that shares the server's CPUs. */
             int32_t k;
-            struct g *list = weft__netpoll(0, &k);
-            if (list != NULL) {
-                weft__netpoll_inject(list);
-                n++;
-            }
+            weft__netpoll_inject(weft__netpoll(0, &k));
         }
         int64_t next = weft__timersleep_until();
         if (next != 0 && next < now && LOAD(&weft__sched.lastpoll) != 0 &&
