@@ -20,6 +20,8 @@
  *          its event data, so an event from an earlier life of the same
  *          number is dropped.
  *  open    whether the current generation is registered.
+ *  drained (stream sockets weft created) the G whose last read on the fd
+ *          came back short (registry index + 1), or 0; see net.c.
  *
  * Invariants:
  *  1. A waiter moves its word NIL -> WAIT, checks the generation, parks,
@@ -61,17 +63,6 @@
 
 #define PD_BLOCK 1024
 #define PD_TOP 4096 /* fds below 4M; the kernel's nr_open cap is 1M */
-
-struct pd {
-    _Atomic uint64_t rg, wg; /* see the top comment */
-    _Atomic uint32_t seq;    /* generation */
-    _Atomic bool open;       /* lock writes */
-    wlock lock;              /* adopt and close */
-    /* Who opened it, for dumps and the leak detector (lock writes). */
-    int64_t openerid;
-    uintptr_t openpc;
-    int64_t openedat;
-};
 
 static struct pd *_Atomic pdtab[PD_TOP];
 static wlock tablock;
@@ -146,6 +137,8 @@ int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc)
             uint32_t seq = LOAD(&pd->seq) + 1;
             STORE(&pd->rg, PD_NIL);
             STORE(&pd->wg, PD_NIL);
+            STORE(&pd->drained, 0);
+            pd->stream = false;
             STORE(&pd->seq, seq);
             err = weft__netpoll_open(fd, (uint64_t)(uint32_t)fd |
                                              (uint64_t)seq << 32);
@@ -161,6 +154,15 @@ int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc)
     *seqp = LOAD(&pd->seq);
     weft__unlock(&pd->lock);
     return err;
+}
+
+/* weft__pd_setstream - mark pd as a stream socket weft created (after
+ * adopting it, before handing it out). */
+void weft__pd_setstream(struct pd *pd)
+{
+    weft__lock(&pd->lock);
+    pd->stream = true;
+    weft__unlock(&pd->lock);
 }
 
 /* wake - a waker's half of invariant 1 on word w; a claimed G goes on

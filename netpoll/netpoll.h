@@ -45,8 +45,22 @@ bool weft__netpoll_waiters(void);
 int weft__netpoll_open(int fd, uint64_t data);
 void weft__netpoll_disarm(int fd);
 
-struct pd;
+/* A poll descriptor (fd.c owns it; see its top comment). */
+struct pd {
+    _Atomic uint64_t rg, wg; /* wait words */
+    _Atomic uint32_t seq;    /* generation */
+    _Atomic bool open;       /* lock writes */
+    bool stream;             /* lock writes: a socket weft made, whose every
+                              * arrival of data raises an edge (net.c) */
+    _Atomic uint32_t drained; /* net.c: see weft_read_dl */
+    wlock lock;              /* adopt and close */
+    /* Who opened it, for dumps and the leak detector (lock writes). */
+    int64_t openerid;
+    uintptr_t openpc;
+    int64_t openedat;
+};
 int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc);
+void weft__pd_setstream(struct pd *pd);
 int weft__pd_wait(struct pd *pd, uint32_t seq, int mode, int64_t deadline);
 bool weft__pd_close(int fd);
 struct g *weft__pd_waiter(int fd, int mode);
