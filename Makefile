@@ -5,7 +5,9 @@
 #                 build/, an ASan+UBSan build and a TSan build, cross-build
 #                 for aarch64 and run its tests under qemu, print the summary
 #   make          build (build/: debugoptimized, -Werror)
-#   make bench    benchmarks vs their Go peers, release build (build-release/)
+#   make bench    benchmarks vs their Go peers, release build (build-release/):
+#                 bench/run.sh, then bench/net.sh
+#   make bench-net  the network benchmarks only (echo, httpd vs Go, libuv)
 #   make asan     the test suites under ASan+UBSan only (build-asan/)
 #   make valgrind the test suites of build/ under valgrind
 #   make cross-aarch64  assemble sched/context_aarch64.S for aarch64
@@ -49,7 +51,7 @@ MAKEFLAGS += --no-print-directory
 # meson and ninja parallelise; make's own steps must run in order.
 .NOTPARALLEL:
 .PHONY: all deps demo demo-build $(addprefix demo-,$(DEMOS)) test asan \
-	valgrind bench cross-aarch64 clean
+	valgrind bench bench-net cross-aarch64 clean
 
 all: $(BUILD)/build.ninja
 	@$(NINJA) -C $(BUILD) --quiet
@@ -157,11 +159,18 @@ cross-aarch64: | deps
 
 # ----------------------------------------------------------------- bench
 
-# bench/run.sh runs each benchmark against its Go peer, prints benchstat
-# lines and RATIO lines, and exits 1 if any run failed.
+# bench/run.sh runs each benchmark against its Go peer, bench/net.sh the
+# echo and HTTP servers against Go and libuv (server and client pinned to
+# CPUs 0 and 1); each prints benchstat lines and RATIO lines, and exits 1
+# if any run failed. `make bench` runs both even when the first fails.
 bench: $(RELEASE_BUILD)/build.ninja
 	@$(NINJA) -C $(RELEASE_BUILD) --quiet
-	@bash bench/run.sh $(RELEASE_BUILD)
+	@rc=0; bash bench/run.sh $(RELEASE_BUILD) || rc=1; \
+	echo; bash bench/net.sh $(RELEASE_BUILD) || rc=1; exit $$rc
+
+bench-net: $(RELEASE_BUILD)/build.ninja
+	@$(NINJA) -C $(RELEASE_BUILD) --quiet
+	@bash bench/net.sh $(RELEASE_BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(RELEASE_BUILD) $(CROSS_BUILD)
