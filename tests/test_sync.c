@@ -944,3 +944,333 @@ TEST(contention_hook_reports_unlocker)
 {
     run(2, hk_body, NULL);
 }
+
+/* ------------------------------------ mutex deadline in starvation mode */
+
+/* mx_state - a mutex's state word (white box: sched/mutex.c). */
+static int32_t mx_state(weft_mutex_t *m)
+{
+    return (int32_t)(__atomic_load_n(&m->opaque_[0], __ATOMIC_RELAXED) >>
+                     32);
+}
+
+static weft_mutex_t sx_mu = WEFT_MUTEX_INIT;
+static _Atomic int64_t sx_done;
+static _Atomic int sx_rc;
+
+static void sx_waiter(void *arg)
+{
+    (void)arg;
+    int64_t dl = weft_now() + 5 * MS;
+    atomic_store(&sx_rc, weft_mutex_lock_dl(&sx_mu, dl));
+    atomic_fetch_add(&sx_done, 1);
+}
+
+/* The last deadline waiter of a starving mutex times out while the mutex
+ * is held: once it is unlocked, the mutex must be free for trylock, not
+ * "starving" with a hand-off nobody will take. The holder unlocks and
+ * relocks at once after 2 ms so the waiter wakes, has waited > 1 ms, finds
+ * the mutex taken and sets STARVING (checked: otherwise the test would
+ * not test the bug), then holds it until the waiter has timed out. */
+static int sx_body(void *arg)
+{
+    (void)arg;
+    EXPECT_OK(weft_mutex_lock(&sx_mu));
+    weft_go(sx_waiter, NULL);
+    weft_sleep(2 * MS);
+    EXPECT_OK(weft_mutex_unlock(&sx_mu));
+    EXPECT_OK(weft_mutex_lock(&sx_mu)); /* barge past the woken waiter */
+    bool starving = false;
+    while (atomic_load(&sx_done) == 0) { /* hold it until it gave up */
+        starving = starving || (mx_state(&sx_mu) & 4) != 0;
+        weft_sleep(100 * US);
+    }
+    EXPECT_ERR(atomic_load(&sx_rc), WEFT_ETIMEDOUT);
+    EXPECT_OK(weft_mutex_unlock(&sx_mu));
+    EXPECT_OK(weft_mutex_trylock(&sx_mu));
+    EXPECT_OK(weft_mutex_unlock(&sx_mu));
+    ASSERT_EQ(mx_state(&sx_mu), 0);
+    sx_done = 0;
+    return starving ? 0 : 1;
+}
+
+TEST(mutex_deadline_leaves_starvation)
+{
+    int starved = 0;
+    for (int rep = 0; rep < 10; rep++) {
+        set_procs(rep % 2 ? 2 : 1);
+        starved += weft_main(sx_body, NULL) == 0;
+    }
+    /* On one P the waiter always wakes behind the barging relock. */
+    ASSERT_GE(starved, 5);
+}
+
+/* Deadline waiters, blocking lockers and trylock racing on one mutex that
+ * keeps going in and out of starvation mode: exclusion holds (a plain
+ * counter), every success is counted, the mutex ends free, and nothing
+ * hangs (the harness timeout). Critical sections sometimes sleep past
+ * 1 ms so waiters starve; deadlines are 0..3 ms so they time out around
+ * hand-offs. */
+static weft_mutex_t ms_mu = WEFT_MUTEX_INIT;
+static int64_t ms_counter; /* ms_mu */
+static _Atomic int64_t ms_ok, ms_timeouts, ms_busy, ms_starving, ms_done;
+static _Atomic int ms_inside;
+static int ms_iters;
+static uint64_t ms_seed;
+
+/* ms_check - STARVING only with waiters counted, at any time (white box,
+ * sched/mutex.c invariant 2: a starving mutex without waiters would hand
+ * off to nobody); count: we hold ms_mu, so it says LOCKED too. */
+static void ms_check(bool count)
+{
+    int32_t st = mx_state(&ms_mu);
+    ASSERT(!count || (st & 1));
+    if (st & 4) {
+        if (count)
+            atomic_fetch_add(&ms_starving, 1);
+        if ((st >> 3) == 0)
+            FAIL("starving mutex without waiters: state %#x", (unsigned)st);
+    }
+}
+
+static void ms_worker(void *arg)
+{
+    uint64_t s = ms_seed * 0x9e3779b97f4a7c15ull + (uintptr_t)arg * 31 + 7;
+    for (int i = 0; i < ms_iters; i++) {
+        uint64_t r = rnd(&s);
+        int e;
+        switch (r % 4) {
+        case 0:
+            e = weft_mutex_lock(&ms_mu);
+            break;
+        case 1:
+            e = weft_mutex_trylock(&ms_mu);
+            break;
+        default:
+            e = weft_mutex_lock_dl(&ms_mu,
+                                   weft_now() + (int64_t)(r >> 8) % 3000 * US);
+            break;
+        }
+        if (e == WEFT_ETIMEDOUT) {
+            ms_check(false);
+            atomic_fetch_add(&ms_timeouts, 1);
+            continue;
+        }
+        if (e == WEFT_EAGAIN && r % 4 == 1) {
+            atomic_fetch_add(&ms_busy, 1);
+            weft_yield();
+            continue;
+        }
+        EXPECT_OK(e);
+        ASSERT_EQ(atomic_fetch_add(&ms_inside, 1), 0);
+        ms_check(true);
+        int64_t c = ms_counter;
+        if ((r >> 20) % 64 == 0)
+            weft_sleep((int64_t)((r >> 30) % 1500) * US);
+        else if ((r >> 20) % 4 == 0)
+            weft_yield();
+        ms_check(true);
+        ms_counter = c + 1;
+        atomic_fetch_sub(&ms_inside, 1);
+        atomic_fetch_add(&ms_ok, 1);
+        EXPECT_OK(weft_mutex_unlock(&ms_mu));
+    }
+    atomic_fetch_add(&ms_done, 1);
+}
+
+static int ms_body(void *arg)
+{
+    int n = (int)(intptr_t)arg;
+    for (int i = 0; i < n; i++)
+        ASSERT(weft_go(ms_worker, (void *)(intptr_t)i) > 0);
+    wait_until(&ms_done, n);
+    ASSERT_EQ(ms_counter, atomic_load(&ms_ok));
+    /* No hand-off unit left over in the semaphore word. */
+    ASSERT_EQ((uint32_t)__atomic_load_n(&ms_mu.opaque_[0], __ATOMIC_RELAXED),
+              0u);
+    EXPECT_OK(weft_mutex_trylock(&ms_mu)); /* free, not "starving" */
+    ASSERT_EQ(mx_state(&ms_mu), 1);       /* locked, no waiters */
+    EXPECT_OK(weft_mutex_unlock(&ms_mu));
+    return 0;
+}
+
+TEST_TIMEOUT(mutex_deadline_stress, 240)
+{
+    int procs[] = {1, 2, ncpu(), 4};
+    int64_t timeouts = 0, starving = 0;
+    for (int seed = 0; seed < 12; seed++) {
+        ms_seed = (uint64_t)seed;
+        ms_counter = 0;
+        ms_ok = ms_done = ms_timeouts = ms_starving = 0;
+        ms_iters = scale(1200);
+        run(procs[seed % 4], ms_body, (void *)(intptr_t)(3 + seed % 3 * 4));
+        timeouts += atomic_load(&ms_timeouts);
+        starving += atomic_load(&ms_starving);
+    }
+    printf("# timeouts %lld, starvation-mode holds %lld, trylock busy %lld\n",
+           (long long)timeouts, (long long)starving,
+           (long long)atomic_load(&ms_busy));
+    ASSERT_GT(timeouts, 0);
+    ASSERT_GT(starving, 0);
+}
+
+/* ----------------------------------- rwmutex reader deadline, next era */
+
+/* A reader blocked behind writer 1 is released by its unlock, but before
+ * it runs, writer 2 (counting it as an active reader) and a reader of
+ * writer 2's era arrive. The later reader must not take the first one's
+ * release (it would hold a read lock "for" it, and the first reader, now
+ * stuck behind writer 2, would wait past its deadline). On one P the
+ * order is forced: unlock readies A in runnext, spawning B pushes A to
+ * the tail, so B runs first. */
+static weft_rwmutex_t re_rw = WEFT_RWMUTEX_INIT;
+static _Atomic int64_t re_a_done, re_b_in;
+static _Atomic int re_a_rc = 1, re_b_rc = 1;
+static _Atomic int64_t re_a_took;
+
+static void re_reader_a(void *arg)
+{
+    (void)arg;
+    int64_t t0 = weft_now();
+    int rc = weft_rwmutex_rlock_dl(&re_rw, t0 + 5 * MS);
+    atomic_store(&re_a_took, weft_now() - t0);
+    atomic_store(&re_a_rc, rc);
+    if (rc == 0)
+        EXPECT_OK(weft_rwmutex_runlock(&re_rw));
+    atomic_fetch_add(&re_a_done, 1);
+}
+
+static void re_reader_b(void *arg)
+{
+    (void)arg;
+    int rc = weft_rwmutex_rlock_dl(&re_rw, weft_now() + 200 * MS);
+    if (rc == 0) {
+        atomic_fetch_add(&re_b_in, 1);
+        EXPECT_OK(weft_rwmutex_runlock(&re_rw));
+    }
+    atomic_store(&re_b_rc, rc);
+}
+
+static int re_body(void *arg)
+{
+    (void)arg;
+    re_a_done = re_b_in = 0;
+    re_a_rc = re_b_rc = 1;
+    EXPECT_OK(weft_rwmutex_lock(&re_rw));
+    weft_go(re_reader_a, NULL);
+    /* A blocks behind us: counted as a blocked reader (white box: the
+     * rwmutex word's low 24 bits are R, -2^22 + 1 with one blocked). */
+    while ((int32_t)((uint32_t)__atomic_load_n(&re_rw.opaque_[2],
+                                               __ATOMIC_RELAXED)
+                     << 8) >> 8 != -(1 << 22) + 1)
+        weft_sleep(50 * US);
+    weft_sleep(1 * MS); /* and sleeps */
+    EXPECT_OK(weft_rwmutex_unlock(&re_rw)); /* releases A */
+    weft_go(re_reader_b, NULL);
+    EXPECT_OK(weft_rwmutex_lock(&re_rw)); /* waits for A's read lock */
+    /* B is of our era: it cannot have had a read lock. */
+    int64_t b_in = atomic_load(&re_b_in);
+    ASSERT_EQ(b_in, 0);
+    weft_sleep(40 * MS);
+    EXPECT_OK(weft_rwmutex_unlock(&re_rw));
+    wait_until(&re_a_done, 1);
+    /* A was released by the first unlock: it got the lock, at once. */
+    int a_rc = atomic_load(&re_a_rc), b_rc;
+    int64_t a_took = atomic_load(&re_a_took);
+    EXPECT_OK(a_rc);
+    ASSERT_LT(a_took, (int64_t)(20 * MS * slow()));
+    while ((b_rc = atomic_load(&re_b_rc)) == 1)
+        weft_sleep(100 * US);
+    EXPECT_OK(b_rc);
+    EXPECT_OK(weft_rwmutex_trylock(&re_rw));
+    EXPECT_OK(weft_rwmutex_unlock(&re_rw));
+    return 0;
+}
+
+TEST(rwmutex_reader_release_not_stolen)
+{
+    for (int rep = 0; rep < 4; rep++)
+        run(rep % 2 ? 2 : 1, re_body, NULL);
+}
+
+/* A cycle through an rwmutex: A holds rw for writing and waits for m, B
+ * holds m and waits for a read lock of rw. Reported whichever blocks
+ * last; the breaker then unlocks m for B (Go allows it): A gets m and
+ * lets go of both, B gets its read lock. */
+static weft_mutex_t rc_m = WEFT_MUTEX_INIT;
+static weft_rwmutex_t rc_rw = WEFT_RWMUTEX_INIT;
+static _Atomic int64_t rc_holding, rc_done;
+static _Atomic int64_t rc_ids[2];
+static int rc_order;
+
+static void rc_a(void *arg)
+{
+    (void)arg;
+    rc_ids[0] = weft_self();
+    EXPECT_OK(weft_rwmutex_lock(&rc_rw));
+    atomic_fetch_add(&rc_holding, 1);
+    while (atomic_load(&rc_holding) < 2)
+        weft_yield();
+    if (rc_order == 0)
+        weft_sleep(2 * MS); /* B blocks first */
+    EXPECT_OK(weft_mutex_lock(&rc_m));
+    EXPECT_OK(weft_mutex_unlock(&rc_m));
+    EXPECT_OK(weft_rwmutex_unlock(&rc_rw));
+    atomic_fetch_add(&rc_done, 1);
+}
+
+static void rc_b(void *arg)
+{
+    (void)arg;
+    rc_ids[1] = weft_self();
+    EXPECT_OK(weft_mutex_lock(&rc_m));
+    atomic_fetch_add(&rc_holding, 1);
+    while (atomic_load(&rc_holding) < 2)
+        weft_yield();
+    if (rc_order == 1)
+        weft_sleep(2 * MS); /* A blocks first */
+    EXPECT_OK(weft_rwmutex_rlock(&rc_rw));
+    EXPECT_OK(weft_rwmutex_runlock(&rc_rw));
+    atomic_fetch_add(&rc_done, 1); /* rc_m was unlocked by the breaker */
+}
+
+static void rc_breaker(void *arg)
+{
+    (void)arg;
+    int64_t give_up = weft_now() + (int64_t)(5000 * MS * slow());
+    while (!dk_reported("wait-for cycle of 2") && weft_now() < give_up)
+        weft_sleep(100 * US);
+    EXPECT_OK(weft_mutex_unlock(&rc_m));
+}
+
+static int rc_body(void *arg)
+{
+    (void)arg;
+    weft_go(rc_a, NULL);
+    weft_go(rc_b, NULL);
+    weft_go(rc_breaker, NULL);
+    wait_until(&rc_done, 2);
+    return 0;
+}
+
+TEST(rwmutex_cycle_reported)
+{
+    for (int rep = 0; rep < 8; rep++) {
+        rc_holding = rc_done = 0;
+        rc_order = rep % 2;
+        char out[8192];
+        capture(rc_body, rep % 4 < 2 ? 1 : ncpu(), out, sizeof out);
+        ASSERT_EQ(harness_count_lines(out, "wait-for cycle of 2"), 1);
+        char a[128], b[128];
+        snprintf(a, sizeof a,
+                 "coroutine %lld [sync.Mutex.Lock]: waits for mutex %p "
+                 "held by coroutine %lld",
+                 (long long)rc_ids[0], (void *)&rc_m, (long long)rc_ids[1]);
+        snprintf(b, sizeof b,
+                 "coroutine %lld [sync.RWMutex.RLock]: waits for a read "
+                 "lock of rwmutex %p held by coroutine %lld",
+                 (long long)rc_ids[1], (void *)&rc_rw, (long long)rc_ids[0]);
+        ASSERT_CONTAINS(out, a);
+        ASSERT_CONTAINS(out, b);
+    }
+}
