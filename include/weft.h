@@ -450,7 +450,10 @@ WEFT_EXTERN int weft_sem_release(weft_sem_t *s, uint32_t n);
  *  - Errors are negative errnos (-ECONNRESET, -EPIPE, ...). Writes never
  *    raise SIGPIPE.
  *  - Outside a coroutine these calls return WEFT_ENOTCORO, except
- *    weft_close, weft_shutdown and weft_fd_open, which work anywhere.
+ *    weft_close, weft_shutdown, weft_fd_open and weft_getaddrinfo, which
+ *    work anywhere (weft_fd_open needs a running runtime).
+ *  - weft_accept and weft_dial set TCP_NODELAY on TCP connections, as Go
+ *    does: a request/response protocol should not wait for Nagle.
  * weft remembers which coroutine opened each fd and which waits on it,
  * for dumps and the leak detector.
  */
@@ -557,7 +560,8 @@ WEFT_EXTERN int weft_shutdown(int fd, int how);
 /*
  * weft_getaddrinfo - getaddrinfo(3) run on a thread that gives up its P
  * while it waits (the resolver may block on DNS), so other coroutines go
- * on running. Returns 0 (free *res with freeaddrinfo), WEFT_ENONAME (no
+ * on running (outside a coroutine it simply calls getaddrinfo).
+ * Returns 0 (free *res with freeaddrinfo), WEFT_ENONAME (no
  * such host or service), WEFT_EAGAIN (temporary failure), WEFT_ENOMEM,
  * WEFT_EINVAL (other resolver errors, NULL node and service or res).
  */

@@ -109,16 +109,19 @@ void weft__pd_fini(void)
 }
 
 /* weft__pd_adopt - fd's pd, registering the fd with the poller first if
- * this generation has not been: sets O_NONBLOCK. *seqp gets the
- * generation. Returns 0, WEFT_EBADF, WEFT_EPERM (epoll cannot wait on it:
- * a regular file), WEFT_EINVAL (fd beyond the table), WEFT_ENOMEM. */
-int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc)
+ * this generation has not been. how: PD_ADOPT (an fd from elsewhere: set
+ * O_NONBLOCK), PD_NEW (weft just made it non-blocking), PD_NEWSTREAM (and
+ * it is a stream socket, see pd.stream). *seqp gets the
+ * generation. Returns 0, WEFT_EBADF (also for an fd beyond the table),
+ * WEFT_EPERM (epoll cannot wait on it: a regular file), WEFT_ENOMEM. */
+int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc,
+                   int how)
 {
     if (fd < 0)
         return WEFT_EBADF;
     struct pd *pd = pdget(fd);
-    if (pd == NULL)
-        return fd >= PD_TOP * PD_BLOCK ? WEFT_EINVAL : WEFT_ENOMEM;
+    if (pd == NULL) /* beyond any fd the kernel hands out, or no memory */
+        return fd >= PD_TOP * PD_BLOCK ? WEFT_EBADF : WEFT_ENOMEM;
     *pdp = pd;
     if (likely(__atomic_load_n(&pd->open, __ATOMIC_ACQUIRE))) {
         *seqp = __atomic_load_n(&pd->seq, __ATOMIC_ACQUIRE);
@@ -127,7 +130,7 @@ int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc)
     int err = 0;
     weft__lock(&pd->lock);
     if (!LOAD(&pd->open)) {
-        int fl = fcntl(fd, F_GETFL);
+        int fl = how == PD_ADOPT ? fcntl(fd, F_GETFL) : O_NONBLOCK;
         if (fl < 0) {
             err = -errno;
         } else if (!(fl & O_NONBLOCK) &&
@@ -138,7 +141,7 @@ int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc)
             STORE(&pd->rg, PD_NIL);
             STORE(&pd->wg, PD_NIL);
             STORE(&pd->drained, 0);
-            pd->stream = false;
+            pd->stream = how == PD_NEWSTREAM;
             STORE(&pd->seq, seq);
             err = weft__netpoll_open(fd, (uint64_t)(uint32_t)fd |
                                              (uint64_t)seq << 32);
@@ -154,15 +157,6 @@ int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc)
     *seqp = LOAD(&pd->seq);
     weft__unlock(&pd->lock);
     return err;
-}
-
-/* weft__pd_setstream - mark pd as a stream socket weft created (after
- * adopting it, before handing it out). */
-void weft__pd_setstream(struct pd *pd)
-{
-    weft__lock(&pd->lock);
-    pd->stream = true;
-    weft__unlock(&pd->lock);
 }
 
 /* wake - a waker's half of invariant 1 on word w; a claimed G goes on
@@ -288,6 +282,14 @@ int weft__pd_wait(struct pd *pd, uint32_t seq, int mode, int64_t deadline)
     if (atomic_load(&pd->seq) != seq)
         return WEFT_ECLOSED;
     return timedout ? WEFT_ETIMEDOUT : 0;
+}
+
+/* weft__pd_busy - whether another G waits on pd in a direction of mode
+ * (racy: weft_fd_wait's early answer; weft__pd_wait decides for real). */
+bool weft__pd_busy(struct pd *pd, int mode)
+{
+    return ((mode & WEFT_READ) && LOAD(&pd->rg) >= PD_WAIT) ||
+           ((mode & WEFT_WRITE) && LOAD(&pd->wg) >= PD_WAIT);
 }
 
 /* weft__pd_close - end fd's generation: waiters get WEFT_ECLOSED, later

@@ -60,7 +60,7 @@ static int ioprep(int fd, struct pd **pd, uint32_t *seq, bool *plain,
         return WEFT_ENOTCORO;
     weft_checkpoint();
     *plain = false;
-    int rc = weft__pd_adopt(fd, pd, seq, pc);
+    int rc = weft__pd_adopt(fd, pd, seq, pc, PD_ADOPT);
     if (rc == WEFT_EPERM) {
         *plain = true;
         return 0;
@@ -77,7 +77,7 @@ WEFT_EXTERN int weft_fd_open(int fd)
     struct pd *pd;
     uint32_t seq;
     int rc = weft__pd_adopt(fd, &pd, &seq,
-                            (uintptr_t)__builtin_return_address(0));
+                            (uintptr_t)__builtin_return_address(0), PD_ADOPT);
     return rc < 0 ? rc : fd;
 }
 
@@ -119,6 +119,9 @@ WEFT_EXTERN int weft_fd_wait(int fd, int events, int64_t deadline)
                     (uintptr_t)__builtin_return_address(0));
     if (rc < 0)
         return rc;
+    /* One waiter per direction, even when the fd is ready already. */
+    if (!plain && weft__pd_busy(pd, events))
+        return WEFT_EBUSY;
     short want = (short)(((events & WEFT_READ) ? POLLIN | POLLRDHUP : 0) |
                          ((events & WEFT_WRITE) ? POLLOUT : 0));
     for (;;) {
@@ -530,7 +533,7 @@ static int listenon(int family, const struct sockaddr *sa, socklen_t len,
     } else {
         struct pd *pd;
         uint32_t seq;
-        rc = weft__pd_adopt(fd, &pd, &seq, pc);
+        rc = weft__pd_adopt(fd, &pd, &seq, pc, PD_NEW);
     }
     if (rc < 0) {
         close(fd);
@@ -617,20 +620,26 @@ WEFT_EXTERN int weft_accept_dl(int lfd, struct sockaddr *addr,
         return -ENOTSOCK;
     int64_t backoff = 0;
     for (;;) {
-        int fd = accept4(lfd, addr, addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        /* Into our own buffer: its family says whether to set TCP
+         * options without a getsockname. */
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             struct pd *cpd;
             uint32_t cseq;
-            if ((rc = weft__pd_adopt(fd, &cpd, &cseq, pc)) < 0) {
+            if ((rc = weft__pd_adopt(fd, &cpd, &cseq, pc, PD_NEWSTREAM)) <
+                0) {
                 close(fd);
                 return rc;
             }
-            weft__pd_setstream(cpd);
-            struct sockaddr_storage ss;
-            socklen_t sl = sizeof ss;
-            if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
-                ss.ss_family != AF_UNIX)
+            if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)
                 tcpopts(fd);
+            if (addr != NULL) { /* accept(2)'s contract: truncate */
+                memcpy(addr, &ss, sl < *addrlen ? sl : *addrlen);
+                *addrlen = sl;
+            }
             return fd;
         }
         int err = errno;
@@ -684,7 +693,7 @@ static int connectone(const struct sockaddr *sa, socklen_t len,
         return -errno;
     struct pd *pd;
     uint32_t seq;
-    int rc = weft__pd_adopt(fd, &pd, &seq, pc);
+    int rc = weft__pd_adopt(fd, &pd, &seq, pc, PD_NEWSTREAM);
     if (rc < 0)
         goto fail;
     if (connect(fd, sa, len) == 0)
@@ -715,7 +724,6 @@ static int connectone(const struct sockaddr *sa, socklen_t len,
             break;
     }
 ok:
-    weft__pd_setstream(pd);
     if (sa->sa_family != AF_UNIX)
         tcpopts(fd);
     return fd;

@@ -59,8 +59,10 @@ struct pd {
     uintptr_t openpc;
     int64_t openedat;
 };
-int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc);
-void weft__pd_setstream(struct pd *pd);
+enum { PD_ADOPT, PD_NEW, PD_NEWSTREAM };
+int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc,
+                   int how);
+bool weft__pd_busy(struct pd *pd, int mode);
 int weft__pd_wait(struct pd *pd, uint32_t seq, int mode, int64_t deadline);
 bool weft__pd_close(int fd);
 struct g *weft__pd_waiter(int fd, int mode);

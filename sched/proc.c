@@ -464,7 +464,8 @@ static int64_t newproc(struct p *pp, int64_t parentid, weft_fn fn, void *arg,
         pp->goidcache = atomic_fetch_add(&weft__sched.goidgen, 16);
         pp->goidcacheend = pp->goidcache + 16;
     }
-    gp->id = pp->goidcache++;
+    int64_t id = pp->goidcache++;
+    gp->id = id;
     gp->parentid = parentid;
     gp->spawnpc = pc;
     gp->fn = fn;
@@ -483,7 +484,7 @@ static int64_t newproc(struct p *pp, int64_t parentid, weft_fn fn, void *arg,
     weft__runqput(pp, gp, true);
     if (mainstarted)
         weft__wakep();
-    return gp->id;
+    return id; /* not gp->id: once queued, gp may run, die and be reused */
 }
 
 static void honourpreempt(struct m *mp, struct g *gp);
@@ -958,9 +959,9 @@ void weft__handoffp(struct p *pp)
 
 /* --------------------------------------------------------- findrunnable */
 
-/* injectglist - make a list of ready Gs (from netpoll) runnable: the
- * first is returned for mp to run, the rest go to mp's P (or the global
- * queue without one), and an idle P gets an M to share them. */
+/* injectglist - make a list of ready Gs (from netpoll) runnable on mp,
+ * which holds a P: the first is returned for mp to run, the rest go to
+ * its P, and an idle P gets an M to share them. */
 static struct g *injectglist(struct m *mp, struct g *list)
 {
     if (list == NULL)
@@ -970,15 +971,11 @@ static struct g *injectglist(struct m *mp, struct g *list)
     STORE(&first->status, G_RUNNABLE);
     if (list == NULL)
         return first;
-    if (mp->p != NULL) {
-        while (list != NULL) {
-            struct g *gp = list;
-            list = list->schedlink;
-            STORE(&gp->status, G_RUNNABLE);
-            weft__runqput(mp->p, gp, false);
-        }
-    } else {
-        weft__netpoll_inject(list);
+    while (list != NULL) {
+        struct g *gp = list;
+        list = list->schedlink;
+        STORE(&gp->status, G_RUNNABLE);
+        weft__runqput(mp->p, gp, false);
     }
     weft__wakep();
     return first;
@@ -1142,7 +1139,7 @@ top:
         struct p *np = LOAD(&weft__sched.exiting) ? NULL : pidleget();
         weft__unlock(&weft__sched.lock);
         if (np == NULL) {
-            injectglist(mp, list);
+            weft__netpoll_inject(list); /* all of it: no P to run one */
             goto top; /* exiting, or stopm via mp->p == NULL */
         }
         acquirep(mp, np);
