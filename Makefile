@@ -45,7 +45,7 @@ VALGRIND_ENV := HARNESS_TIMEOUT_SCALE=20
 
 # The demo: every example in DEMOS is built, then shown by its demo-NAME
 # rule, in order. A new demo adds its name here and a demo-NAME rule.
-DEMOS := hello pipeline
+DEMOS := hello pipeline httpd
 
 MAKEFLAGS += --no-print-directory
 # meson and ninja parallelise; make's own steps must run in order.
@@ -91,6 +91,11 @@ demo-pipeline: demo-build
 	@echo
 	@echo "\$$ $(BUILD)/examples/pipeline 200000"
 	@$(BUILD)/examples/pipeline 200000
+
+# The demo's server: examples/httpd under curl and hey (scripts/demo-httpd.sh).
+demo-httpd: demo-build
+	@echo
+	@bash scripts/demo-httpd.sh $(BUILD)
 
 # ----------------------------------------------------------------- tests
 
