@@ -391,7 +391,10 @@ WEFT_EXTERN int weft_cond_signal(weft_cond_t *cv);
 WEFT_EXTERN int weft_cond_broadcast(weft_cond_t *cv);
 
 /* weft_waitgroup_t - Go's sync.WaitGroup. add(delta) may be negative;
- * the counter going below zero is WEFT_EINVAL (and leaves it unchanged).
+ * the counter going below zero or above INT32_MAX is WEFT_EINVAL (and
+ * leaves it unchanged). Once wait has returned, the waitgroup may be
+ * freed, even while the coroutine whose done released it is still
+ * inside weft_waitgroup_done.
  * wait parks until the counter is zero (wait reason
  * "sync.WaitGroup.Wait"). */
 typedef struct weft_waitgroup {

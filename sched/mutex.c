@@ -114,9 +114,11 @@
  * wake one/all. A waiter that read the word before a signal returns too
  * (Go's Wait also only promises "after a Signal or Broadcast").
  *
- * WaitGroup: a 64-bit counter and a generation bumped on every
- * transition to zero; wait sleeps on the generation, so it returns after
- * a zero even if the counter went up again meanwhile (as Go's wait).
+ * WaitGroup: one word, a 32-bit counter and a generation bumped in the
+ * same CAS that brings the counter to zero; wait sleeps on the
+ * generation, so it returns after a zero even if the counter went up
+ * again meanwhile (as Go's wait), and the adder touches nothing of the
+ * waitgroup after that CAS (a waiter may free it at once).
  *
  * Once: a done flag read with acquire, and a mutex around the slow path.
  * Sem: weft_sem_t's first word is the semaphore (FIFO hand-off).
@@ -879,28 +881,43 @@ WEFT_EXTERN int weft_cond_broadcast(weft_cond_t *cv)
 
 /* ------------------------------------------------------------- waitgroup */
 
+/* One word: counter << 32 | gen. The add that brings the counter to zero
+ * bumps gen in the same CAS, then wakes the sleepers of gen's half by
+ * address: that wake-up reads nothing of the waitgroup, so a waiter that
+ * sees zero and frees it (the common wait-then-free pattern) cannot race
+ * with the adder still writing to it. */
 struct waitgroup {
-    _Atomic uint32_t gen;     /* offset 0: bumped when counter hits 0 */
-    uint32_t pad_;
-    _Atomic int64_t counter;  /* atomic */
+    union {
+        _Atomic uint64_t state;
+        _Atomic uint32_t half[2]; /* the futex word is gen's half */
+    };
+    uint64_t pad_;
 };
 _Static_assert(sizeof(struct waitgroup) <= sizeof(weft_waitgroup_t), "wg");
 _Static_assert(_Alignof(struct waitgroup) <= _Alignof(weft_waitgroup_t), "");
+
+#define WG_GENHALF (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 0 : 1)
+
+static inline int32_t wg_count(uint64_t s) { return (int32_t)(s >> 32); }
 
 WEFT_EXTERN int weft_waitgroup_add(weft_waitgroup_t *wgp, int64_t delta)
 {
     if (wgp == NULL)
         return WEFT_EINVAL;
     struct waitgroup *wg = (struct waitgroup *)wgp;
-    int64_t c = LOAD(&wg->counter), n;
+    uint64_t s = LOAD(&wg->state), ns;
+    int64_t n;
     do {
-        if (__builtin_add_overflow(c, delta, &n) || n < 0)
+        n = wg_count(s) + delta;
+        if (delta < INT32_MIN || delta > INT32_MAX || n < 0 || n > INT32_MAX)
             return WEFT_EINVAL;
-    } while (!atomic_compare_exchange_weak(&wg->counter, &c, n));
-    if (n == 0 && delta != 0) {
-        atomic_fetch_add(&wg->gen, 1);
-        weft__futexwakeup(&wg->gen, UINT32_MAX);
-    }
+        uint32_t gen = (uint32_t)s;
+        if (n == 0 && delta != 0)
+            gen++;
+        ns = (uint64_t)(uint32_t)n << 32 | gen;
+    } while (!atomic_compare_exchange_weak(&wg->state, &s, ns));
+    if (n == 0 && delta != 0) /* wg may be freed by now: address only */
+        weft__futexwakeup(&wg->half[WG_GENHALF], UINT32_MAX);
     return 0;
 }
 
@@ -917,13 +934,14 @@ WEFT_EXTERN int weft_waitgroup_wait_dl(weft_waitgroup_t *wgp,
     struct waitgroup *wg = (struct waitgroup *)wgp;
     if (mycoro() == NULL)
         return WEFT_ENOTCORO;
-    uint32_t gen = atomic_load(&wg->gen);
-    if (atomic_load(&wg->counter) == 0)
+    uint64_t s = atomic_load(&wg->state);
+    if (wg_count(s) == 0)
         return 0;
     for (;;) {
-        int ret = weft__futexsleep(&wg->gen, gen, deadline,
-                                   WR_SYNC_WAITGROUP_WAIT);
-        if (atomic_load(&wg->gen) != gen || atomic_load(&wg->counter) == 0)
+        int ret = weft__futexsleep(&wg->half[WG_GENHALF], (uint32_t)s,
+                                   deadline, WR_SYNC_WAITGROUP_WAIT);
+        uint64_t now = atomic_load(&wg->state);
+        if ((uint32_t)now != (uint32_t)s || wg_count(now) == 0)
             return 0;
         if (ret != 0)
             return ret;

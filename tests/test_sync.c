@@ -544,6 +544,39 @@ TEST(waitgroup)
     run(ncpu(), wg_body, NULL);
 }
 
+/* A waiter may free the waitgroup as soon as wait returns, while the
+ * coroutine whose done released it is still inside the call: ASan (a
+ * use after free) and TSan (a race with free) catch an adder that
+ * touches the waitgroup after its counter reached zero. */
+static void wgf_done(void *arg)
+{
+    EXPECT_OK(weft_waitgroup_done(arg));
+}
+
+static int wgf_body(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 3000; i++) {
+        weft_waitgroup_t *wg = malloc(sizeof *wg);
+        ASSERT(wg != NULL);
+        *wg = (weft_waitgroup_t)WEFT_WAITGROUP_INIT;
+        int n = 1 + i % 3;
+        EXPECT_OK(weft_waitgroup_add(wg, n));
+        for (int k = 0; k < n; k++)
+            weft_go(wgf_done, wg);
+        EXPECT_OK(weft_waitgroup_wait(wg));
+        memset(wg, 0xa5, sizeof *wg);
+        free(wg);
+    }
+    return 0;
+}
+
+TEST(waitgroup_free_after_wait)
+{
+    run(2, wgf_body, NULL);
+    run(1, wgf_body, NULL);
+}
+
 /* ------------------------------------------------------------- once */
 
 static weft_once_t on_once = WEFT_ONCE_INIT;
