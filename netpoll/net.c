@@ -68,6 +68,16 @@ static int ioprep(int fd, struct pd **pd, uint32_t *seq, bool *plain,
     return rc;
 }
 
+/* ioerr - a failed call's result: EBADF on an fd whose generation ended
+ * while we used it means another coroutine weft_close'd it (a wake-up
+ * raced the close), which is WEFT_ECLOSED, as if we had been parked. */
+static inline int ioerr(struct pd *pd, uint32_t seq, bool plain, int err)
+{
+    if (err == EBADF && !plain && atomic_load(&pd->seq) != seq)
+        return WEFT_ECLOSED;
+    return -err;
+}
+
 /* ----------------------------------------------------------- fd calls */
 
 WEFT_EXTERN int weft_fd_open(int fd)
@@ -131,7 +141,7 @@ WEFT_EXTERN int weft_fd_wait(int fd, int events, int64_t deadline)
             return -errno;
         if (n > 0) {
             if (p.revents & POLLNVAL)
-                return WEFT_EBADF;
+                return ioerr(pd, seq, plain, EBADF);
             int r = readymask(p.revents, events);
             if (r != 0)
                 return r;
@@ -181,7 +191,7 @@ WEFT_EXTERN ssize_t weft_read_dl(int fd, void *buf, size_t len,
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN || plain)
-            return -errno;
+            return ioerr(pd, seq, plain, errno);
         if ((rc = weft__pd_wait(pd, seq, WEFT_READ, deadline)) < 0)
             return rc;
     }
@@ -211,7 +221,7 @@ WEFT_EXTERN ssize_t weft_readv_dl(int fd, const struct iovec *iov,
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN || plain)
-            return -errno;
+            return ioerr(pd, seq, plain, errno);
         if ((rc = weft__pd_wait(pd, seq, WEFT_READ, deadline)) < 0)
             return rc;
     }
@@ -247,7 +257,7 @@ WEFT_EXTERN ssize_t weft_write_dl(int fd, const void *buf, size_t len,
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN || plain) {
-            ret = -errno;
+            ret = ioerr(pd, seq, plain, errno);
             break;
         }
         if ((rc = weft__pd_wait(pd, seq, WEFT_WRITE, deadline)) < 0) {
@@ -323,7 +333,7 @@ WEFT_EXTERN ssize_t weft_writev_dl(int fd, const struct iovec *iov,
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN || plain) {
-            ret = -errno;
+            ret = ioerr(pd, seq, plain, errno);
             break;
         }
         if ((rc = weft__pd_wait(pd, seq, WEFT_WRITE, deadline)) < 0) {
@@ -670,7 +680,7 @@ WEFT_EXTERN int weft_accept_dl(int lfd, struct sockaddr *addr,
             continue;
         }
         default:
-            return -err;
+            return ioerr(pd, seq, plain, err);
         }
     }
 }
