@@ -317,7 +317,7 @@ bool weft__canspin(int iter);
 void weft__dospin(void);
 
 /* chan.c <-> select.c: channel internals select works with, under the
- * channel locks it takes in address order. */
+ * channel locks it takes in address order (tryop takes what it needs). */
 bool weft__chan_ok(weft_chan_t *c);
 void weft__chan_lock(weft_chan_t *c);
 void weft__chan_unlock(weft_chan_t *c);
@@ -325,8 +325,12 @@ void weft__chan_unlock_arg(void *c);
 int weft__chan_send_locked(weft_chan_t *c, const void *elem,
                            struct g **wake);
 int weft__chan_recv_locked(weft_chan_t *c, void *elem, struct g **wake);
+void weft__chan_prewait_locked(weft_chan_t *c, int op);
+void weft__chan_unwait_locked(weft_chan_t *c, int op);
 void weft__chan_enqueue_locked(weft_chan_t *c, int op, struct sudog *s);
 void weft__chan_dequeue_locked(weft_chan_t *c, int op, struct sudog *s);
+bool weft__chan_retry(const struct sudog *s);
+int weft__chan_tryop(weft_chan_t *c, int op, void *elem);
 void weft__chan_ref_locked(weft_chan_t *c);
 void weft__chan_unref(weft_chan_t *c);
 

@@ -10,13 +10,19 @@
  *  3. Pass 1: in poll order, the first case that needs no waiting is
  *     done with chan.c's *_locked helpers; unlock and return it. Hence a
  *     uniformly random choice among ready cases. Unlike Go, this pass
- *     first runs with each channel locked alone (3a, before step 2): a
- *     ready case costs one lock and no sort. Each case's check is atomic
- *     under its own lock; the cases are not polled at one single instant,
+ *     first runs on each channel alone (3a, before step 2) as a try
+ *     operation (weft__chan_tryop: a buffered channel's lock-free ring,
+ *     an unbuffered one's lock): a ready case costs no sort and at most
+ *     one lock. Each case's check is atomic on its own channel; the cases
+ *     are not polled at one single instant,
  *     which no caller can tell from a select that happened a little
  *     earlier or later. Only when nothing was ready does step 2 lock all
  *     and poll again, since the queues must be checked and joined under
- *     all locks at once.
+ *     all locks at once. Before that last poll every case raises its
+ *     channel's waiting flag (weft__chan_prewait_locked; chan.c invariant
+ *     2), so a lock-free op that publishes after the poll looked is sure
+ *     to come for our sudog; a case that fires, or a deadline that
+ *     passed, lowers them again (selunwait).
  *  4. Nothing ready: tryselect returns WEFT_EAGAIN, a passed deadline
  *     WEFT_ETIMEDOUT. Otherwise pass 2 queues one sudog per case (all with
  *     the same wait seq, s->idx = case index) and takes a reference on
@@ -28,6 +34,9 @@
  *     our sudogs lose the claim and drop it.
  *  6. After the park: relock all, take the remaining sudogs off their
  *     queues (s->queued), find the marked one, unlock, drop references.
+ *     A mark that says "retry" (chan.c invariant 3: a lock-free op took
+ *     the item the hand-off was for) means nothing happened: start over
+ *     at step 1, on whatever M now runs us.
  *
  * Invariants:
  *  1. Channel locks are taken in increasing address order, each once;
@@ -159,6 +168,14 @@ static void selunlock_arg(void *arg)
     selunlock(st->cases, st->lockorder, st->nlock);
 }
 
+/* selunwait - undo the waiting flags of cases that were not queued. */
+static void selunwait(const weft_select_case_t *cases, const uint32_t *order,
+                      uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        weft__chan_unwait_locked(cases[order[i]].chan, cases[order[i]].op);
+}
+
 /* selref / selunref - a reference on each distinct channel. */
 static void selref(const weft_select_case_t *cases, const uint32_t *order,
                    uint32_t n)
@@ -240,6 +257,7 @@ static int selectgo(weft_select_case_t *cases, size_t n, int64_t deadline,
         lockorder = pollorder + n;
     }
 
+again:;
     /* 1. Poll order: Go's inside-out shuffle over the non-NULL cases. */
     uint32_t norder = 0;
     for (uint32_t i = 0; i < (uint32_t)n; i++) {
@@ -259,21 +277,15 @@ static int selectgo(weft_select_case_t *cases, size_t n, int64_t deadline,
             return WEFT_ETIMEDOUT;
         return blockforever(n, deadline);
     }
-    /* 3a. The quick pass: each channel alone under its own lock. A ready
-     * case needs one lock, not all of them (most selects end here). */
+    /* 3a. The quick pass: each channel alone, as a try operation (no
+     * lock at all for a buffered channel nobody waits on). A ready case
+     * needs one channel, not all of them (most selects end here). */
     for (uint32_t k = 0; k < norder; k++) {
         uint32_t i = pollorder[k];
         weft_select_case_t *cas = &cases[i];
-        struct g *wake = NULL;
-        weft__chan_lock(cas->chan);
-        r = cas->op == WEFT_SEND
-                ? weft__chan_send_locked(cas->chan, cas->elem, &wake)
-                : weft__chan_recv_locked(cas->chan, cas->elem, &wake);
-        weft__chan_unlock(cas->chan);
+        r = weft__chan_tryop(cas->chan, cas->op, cas->elem);
         if (r == WEFT_EAGAIN)
             continue;
-        if (wake != NULL)
-            weft__ready_any(wake);
         free(mem);
         cas->result = r;
         return (int)i;
@@ -286,9 +298,13 @@ static int selectgo(weft_select_case_t *cases, size_t n, int64_t deadline,
         lockorder[i] = pollorder[i];
     sortlock(cases, lockorder, norder);
 
-    /* 2, 3. Lock all, take the first ready case in poll order: something
-     * may have become ready since the quick pass. */
+    /* 2, 3. Lock all, raise every case's waiting flag (chan.c invariant
+     * 2: before the last look), take the first ready case in poll order:
+     * something may have become ready since the quick pass. */
     sellock(cases, lockorder, norder);
+    for (uint32_t k = 0; k < norder; k++)
+        weft__chan_prewait_locked(cases[pollorder[k]].chan,
+                                  cases[pollorder[k]].op);
     for (uint32_t k = 0; k < norder; k++) {
         uint32_t i = pollorder[k];
         weft_select_case_t *cas = &cases[i];
@@ -298,6 +314,7 @@ static int selectgo(weft_select_case_t *cases, size_t n, int64_t deadline,
                 : weft__chan_recv_locked(cas->chan, cas->elem, &wake);
         if (r == WEFT_EAGAIN)
             continue;
+        selunwait(cases, pollorder, norder);
         selunlock(cases, lockorder, norder);
         if (wake != NULL)
             weft__ready_any(wake);
@@ -308,6 +325,7 @@ static int selectgo(weft_select_case_t *cases, size_t n, int64_t deadline,
 
     /* 4. Nothing ready. */
     if (deadline != WEFT_FOREVER && deadline <= weft__nanotime()) {
+        selunwait(cases, pollorder, norder);
         selunlock(cases, lockorder, norder);
         free(mem);
         return WEFT_ETIMEDOUT;
@@ -332,19 +350,28 @@ static int selectgo(weft_select_case_t *cases, size_t n, int64_t deadline,
 
     /* 6. Dequeue the rest, find the winner. */
     int32_t fired = -1;
-    bool success = false;
+    bool success = false, retry = false;
     sellock(cases, lockorder, norder);
     for (uint32_t k = 0; k < norder; k++) {
         struct sudog *s = &sg[k];
         if (s->ticket != 0) {
             fired = s->idx;
             success = s->success;
+            retry = weft__chan_retry(s);
         } else {
             weft__chan_dequeue_locked(s->obj, cases[s->idx].op, s);
         }
     }
     selunlock(cases, lockorder, norder);
     selunref(cases, lockorder, norder);
+    if (retry) {
+        /* Woken for an item a lock-free op took first (chan.c
+         * invariant 3): nothing happened, select again, on whatever M
+         * runs us now. */
+        mp = weft__getm();
+        gp = mp->curg;
+        goto again;
+    }
     free(mem);
     if (r == WEFT_ETIMEDOUT) {
         if (fired >= 0)

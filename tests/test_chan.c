@@ -986,3 +986,474 @@ TEST(try_from_pthread)
         run(p, ext_body, (void *)(intptr_t)1);
     }
 }
+
+/* ------------------------------------------- buffered lock-free stress */
+
+/*
+ * The buffered ring is used without the lock (chan.c): these tests mix
+ * lock-free operations (send/recv/try with room or items) with parking
+ * ones (full, empty) and with select and close, over many seeds: caps
+ * from 1 (every other op parks) up, 8-byte elements (the inline path)
+ * and 24-byte ones (the general ring path), 1 to 4 Ps. A lost wakeup
+ * hangs a receiver: the receives carry a long deadline and a timeout
+ * fails the test instead of the harness's alarm.
+ */
+enum { RS_PMAX = 4, RS_CMAX = 4 };
+
+struct rs_elem {
+    int64_t v;          /* producer << 32 | seq */
+    int64_t check[2];   /* 24-byte elements: ~v, v * 3 */
+};
+
+struct rs {
+    weft_chan_t *c, *idle, *done;
+    size_t elemsize;
+    int nprod, ncons;
+    int64_t per;          /* items per producer */
+    _Atomic int64_t count, sum;
+    _Atomic int64_t sent[RS_PMAX]; /* close race: sends that returned 0 */
+    bool racy;            /* close while producers still send */
+    uint64_t yieldmask;   /* producers yield when rand & mask == 0 */
+};
+
+struct rs_arg {
+    struct rs *r;
+    int id;
+    uint64_t rng;
+};
+
+static uint64_t rs_rand(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* rs_deadline - long enough never to pass unless a wakeup was lost. */
+static int64_t rs_deadline(void)
+{
+    return weft_now() + (int64_t)(10000 * MS * slow());
+}
+
+static void rs_producer(void *arg)
+{
+    struct rs_arg *a = arg;
+    struct rs *r = a->r;
+    for (int64_t s = 0; r->racy || s < r->per; s++) {
+        struct rs_elem e = {(int64_t)a->id << 32 | s, {0, 0}};
+        e.check[0] = ~e.v;
+        e.check[1] = e.v * 3;
+        int how = (int)(rs_rand(&a->rng) % 8), rc;
+        if (how == 0) { /* try, then block */
+            rc = weft_chan_trysend(r->c, &e);
+            if (rc == WEFT_EAGAIN)
+                rc = weft_chan_send(r->c, &e);
+        } else if (how == 1) { /* select: the idle case never fires */
+            weft_select_case_t cs[2] = {{r->c, WEFT_SEND, &e, 0},
+                                        {r->idle, WEFT_RECV, NULL, 0}};
+            int k = weft_select(cs, 2);
+            ASSERT_EQ(k, 0);
+            rc = cs[0].result;
+        } else {
+            rc = weft_chan_send_dl(r->c, &e, rs_deadline());
+        }
+        if (rc == WEFT_ECLOSED && r->racy) {
+            /* Closed stays closed for senders. */
+            EXPECT_ERR(weft_chan_send(r->c, &e), WEFT_ECLOSED);
+            EXPECT_ERR(weft_chan_trysend(r->c, &e), WEFT_ECLOSED);
+            break;
+        }
+        if (rc != 0)
+            FAIL("producer %d: send %lld: %s", a->id, (long long)s,
+                 weft_err_name(rc));
+        atomic_store(&r->sent[a->id], s + 1);
+        if ((rs_rand(&a->rng) & r->yieldmask) == 0)
+            weft_yield();
+    }
+    int64_t one = 1;
+    EXPECT_OK(weft_chan_send(r->done, &one));
+    exited();
+}
+
+static void rs_consumer(void *arg)
+{
+    struct rs_arg *a = arg;
+    struct rs *r = a->r;
+    int64_t last[RS_PMAX];
+    for (int i = 0; i < RS_PMAX; i++)
+        last[i] = -1;
+    int64_t sum = 0, n = 0;
+    int rc;
+    for (;;) {
+        struct rs_elem e;
+        memset(&e, 0xee, sizeof e);
+        int how = (int)(rs_rand(&a->rng) % 8);
+        if (how == 0) {
+            rc = weft_chan_tryrecv(r->c, &e);
+            if (rc == WEFT_EAGAIN) {
+                weft_yield();
+                continue;
+            }
+        } else if (how == 1) {
+            weft_select_case_t cs[2] = {{r->idle, WEFT_RECV, NULL, 0},
+                                        {r->c, WEFT_RECV, &e, 0}};
+            int k = weft_select_dl(cs, 2, rs_deadline());
+            if (k != 1)
+                FAIL("consumer %d: select %d (%s): lost wakeup?", a->id, k,
+                     weft_err_name(k));
+            rc = cs[1].result;
+        } else {
+            rc = weft_chan_recv_dl(r->c, &e, rs_deadline());
+        }
+        if (rc == WEFT_ECLOSED)
+            break;
+        if (rc != 0)
+            FAIL("consumer %d: recv: %s (lost wakeup?)", a->id,
+                 weft_err_name(rc));
+        int id = (int)(e.v >> 32);
+        int64_t s = e.v & 0xffffffff;
+        ASSERT(id >= 0 && id < r->nprod);
+        if (r->elemsize > 8) {
+            ASSERT_EQ(e.check[0], ~e.v);
+            ASSERT_EQ(e.check[1], e.v * 3);
+        }
+        if (s <= last[id])
+            FAIL("producer %d: seq %lld after %lld", id, (long long)s,
+                 (long long)last[id]);
+        last[id] = s;
+        sum += s;
+        n++;
+    }
+    /* Closed and drained stays so: nothing may appear after it. */
+    int64_t z[3] = {1, 1, 1};
+    EXPECT_ERR(weft_chan_tryrecv(r->c, z), WEFT_ECLOSED);
+    ASSERT_EQ(z[0], 0);
+    EXPECT_ERR(weft_chan_recv(r->c, NULL), WEFT_ECLOSED);
+    ASSERT_EQ(weft_chan_len(r->c), 0);
+    atomic_fetch_add(&r->sum, sum);
+    atomic_fetch_add(&r->count, n);
+    int64_t one = 1;
+    EXPECT_OK(weft_chan_send(r->done, &one));
+    exited();
+}
+
+static int rs_body(void *arg)
+{
+    uint64_t seed = (uint64_t)(uintptr_t)arg;
+    uint64_t rng = seed * 0x9e3779b97f4a7c15ull + 1;
+    static const size_t caps[] = {1, 2, 3, 5, 16, 128};
+    struct rs r = {0};
+    r.racy = seed % 3 == 2;
+    r.yieldmask = 15;
+    r.elemsize = rs_rand(&rng) % 3 == 0 ? sizeof(struct rs_elem) : 8;
+    size_t cap = caps[rs_rand(&rng) % (sizeof caps / sizeof caps[0])];
+    r.nprod = 1 + (int)(rs_rand(&rng) % RS_PMAX);
+    r.ncons = 1 + (int)(rs_rand(&rng) % RS_CMAX);
+    r.per = SANITIZED ? 1000 : 20000;
+    r.c = newchan(r.elemsize, cap);
+    r.idle = newchan(8, 1);
+    r.done = newchan(8, 0);
+    struct rs_arg ps[RS_PMAX], cs[RS_CMAX];
+    for (int i = 0; i < r.ncons; i++) {
+        cs[i] = (struct rs_arg){&r, i, rs_rand(&rng) | 1};
+        EXPECT_OK(weft_go(rs_consumer, &cs[i]));
+    }
+    for (int i = 0; i < r.nprod; i++) {
+        ps[i] = (struct rs_arg){&r, i, rs_rand(&rng) | 1};
+        EXPECT_OK(weft_go(rs_producer, &ps[i]));
+    }
+    int64_t v;
+    if (r.racy) {
+        /* Close while the producers are sending. */
+        weft_sleep((int64_t)(rs_rand(&rng) % 2000) * US);
+        EXPECT_OK(weft_chan_close(r.c));
+    }
+    for (int i = 0; i < r.nprod; i++)
+        EXPECT_OK(weft_chan_recv(r.done, &v));
+    if (!r.racy)
+        EXPECT_OK(weft_chan_close(r.c));
+    for (int i = 0; i < r.ncons; i++)
+        EXPECT_OK(weft_chan_recv(r.done, &v));
+    await_exits(r.nprod + r.ncons);
+    /* Exactly once: what was received is what sends returned 0 for,
+     * which for each producer is 0 .. sent-1. */
+    int64_t count = 0, sum = 0;
+    for (int i = 0; i < r.nprod; i++) {
+        int64_t n = atomic_load(&r.sent[i]);
+        if (!r.racy)
+            ASSERT_EQ(n, r.per);
+        count += n;
+        sum += n * (n - 1) / 2;
+    }
+    ASSERT_EQ(atomic_load(&r.count), count);
+    ASSERT_EQ(atomic_load(&r.sum), sum);
+    EXPECT_OK(weft_chan_free(r.c));
+    EXPECT_OK(weft_chan_free(r.idle));
+    EXPECT_OK(weft_chan_free(r.done));
+    return 0;
+}
+
+/* rs_close_body - close racing with lock-free sends into a ring whose
+ * receivers are mostly parked (the producers yield after every send):
+ * close must hand what is in the ring to them (invariant 4), not report
+ * closed over it, and no send that returned 0 may be lost. */
+static int rs_close_body(void *arg)
+{
+    uint64_t seed = (uint64_t)(uintptr_t)arg;
+    uint64_t rng = seed * 0x9e3779b97f4a7c15ull + 7;
+    for (int round = 0; round < (SANITIZED ? 30 : 150); round++) {
+        struct rs r = {0};
+        r.racy = true;
+        r.yieldmask = 0;
+        r.elemsize = round % 4 == 3 ? sizeof(struct rs_elem) : 8;
+        r.nprod = 1 + (int)(rs_rand(&rng) % 2);
+        r.ncons = 1 + (int)(rs_rand(&rng) % RS_CMAX);
+        r.c = newchan(r.elemsize, 1 + (size_t)(rs_rand(&rng) % 4));
+        r.idle = newchan(8, 1);
+        r.done = newchan(8, 0);
+        struct rs_arg ps[RS_PMAX], cs[RS_CMAX];
+        for (int i = 0; i < r.ncons; i++) {
+            cs[i] = (struct rs_arg){&r, i, rs_rand(&rng) | 1};
+            EXPECT_OK(weft_go(rs_consumer, &cs[i]));
+        }
+        for (int i = 0; i < r.nprod; i++) {
+            ps[i] = (struct rs_arg){&r, i, rs_rand(&rng) | 1};
+            EXPECT_OK(weft_go(rs_producer, &ps[i]));
+        }
+        int64_t spin = (int64_t)(rs_rand(&rng) % 400);
+        for (int64_t k = 0; k < spin; k++)
+            weft_yield();
+        EXPECT_OK(weft_chan_close(r.c));
+        int64_t v;
+        for (int i = 0; i < r.nprod + r.ncons; i++)
+            EXPECT_OK(weft_chan_recv(r.done, &v));
+        await_exits(r.nprod + r.ncons);
+        int64_t count = 0, sum = 0;
+        for (int i = 0; i < r.nprod; i++) {
+            int64_t n = atomic_load(&r.sent[i]);
+            count += n;
+            sum += n * (n - 1) / 2;
+        }
+        ASSERT_EQ(atomic_load(&r.count), count);
+        ASSERT_EQ(atomic_load(&r.sum), sum);
+        EXPECT_OK(weft_chan_free(r.c));
+        EXPECT_OK(weft_chan_free(r.idle));
+        EXPECT_OK(weft_chan_free(r.done));
+    }
+    return 0;
+}
+
+TEST_TIMEOUT(buffered_close_race, 300)
+{
+    for (int p = 1; p <= 4; p *= 2)
+        for (int s = 0; s < 3; s++)
+            run(p, rs_close_body, (void *)(uintptr_t)(s + 1));
+}
+
+TEST_TIMEOUT(buffered_lockfree_stress, 300)
+{
+    static const int procs[] = {1, 2, 4};
+    int seeds = SANITIZED ? 6 : 12;
+    for (size_t j = 0; j < sizeof procs / sizeof procs[0]; j++)
+        for (int s = 0; s < seeds; s++)
+            run(procs[j], rs_body, (void *)(uintptr_t)(s + 1));
+}
+
+/*
+ * One producer, one consumer, capacity 1 or 2: nearly every operation
+ * finds the ring full or empty, so the two sides keep parking and
+ * waking each other through the waiting flags while the other side is
+ * on its lock-free path (chan.c invariant 2). Values must arrive in
+ * order, and a lost wakeup shows as a deadline passing.
+ */
+struct pc {
+    weft_chan_t *c;
+    int64_t n;
+    int spin; /* producer: yields between sends, to vary the timing */
+};
+
+static void pc_producer(void *arg)
+{
+    struct pc *p = arg;
+    for (int64_t i = 0; i < p->n; i++) {
+        int rc = weft_chan_send_dl(p->c, &i, rs_deadline());
+        if (rc != 0)
+            FAIL("send %lld: %s (lost wakeup?)", (long long)i,
+                 weft_err_name(rc));
+        for (int k = 0; k < (int)(i % (p->spin + 1)); k++)
+            weft_checkpoint();
+    }
+    EXPECT_OK(weft_chan_close(p->c));
+    exited();
+}
+
+static int pc_body(void *arg)
+{
+    int variant = (int)(intptr_t)arg;
+    struct pc p = {newchan(sizeof(int64_t), 1 + (size_t)(variant & 1)),
+                   SANITIZED ? 20000 : 300000, variant >> 1};
+    EXPECT_OK(weft_go(pc_producer, &p));
+    int64_t v, want = 0;
+    int rc;
+    while ((rc = weft_chan_recv_dl(p.c, &v, rs_deadline())) == 0) {
+        if (v != want)
+            FAIL("got %lld, want %lld", (long long)v, (long long)want);
+        want++;
+    }
+    EXPECT_ERR(rc, WEFT_ECLOSED);
+    ASSERT_EQ(want, p.n);
+    await_exits(1);
+    EXPECT_OK(weft_chan_free(p.c));
+    return 0;
+}
+
+TEST_TIMEOUT(buffered_no_lost_wakeup, 300)
+{
+    for (int p = 1; p <= 2; p++)
+        for (int variant = 0; variant < 6; variant++)
+            run(p, pc_body, (void *)(intptr_t)variant);
+}
+
+/*
+ * A lock-free receiver racing the hand-off: a plain thread spins on
+ * tryrecv while coroutines wait in recv and select. When a sender's
+ * item is taken by the thread between the sender's publish and its
+ * hand-off to a parked waiter, the waiter is woken to retry (chan.c
+ * invariant 3); it must neither get a value that was never sent nor be
+ * left parked, and every item goes to exactly one receiver.
+ */
+struct steal {
+    weft_chan_t *c, *idle;
+    int64_t n;
+    _Atomic int64_t count, sum;
+    _Atomic bool stop;
+};
+
+static void *steal_thread(void *arg)
+{
+    struct steal *st = arg;
+    int64_t count = 0, sum = 0, v;
+    int r;
+    while (!atomic_load(&st->stop)) {
+        if ((r = weft_chan_tryrecv(st->c, &v)) == 0) {
+            ASSERT(v >= 0 && v < st->n);
+            count++;
+            sum += v;
+        } else if (r == WEFT_ECLOSED) {
+            break;
+        }
+    }
+    atomic_fetch_add(&st->count, count);
+    atomic_fetch_add(&st->sum, sum);
+    return NULL;
+}
+
+static void steal_waiter(void *arg)
+{
+    struct steal *st = arg;
+    int64_t count = 0, sum = 0, v;
+    for (bool sel = false;; sel = !sel) {
+        v = -1;
+        int r;
+        if (sel) {
+            weft_select_case_t cs[2] = {{st->idle, WEFT_RECV, NULL, 0},
+                                        {st->c, WEFT_RECV, &v, 0}};
+            int k = weft_select_dl(cs, 2, rs_deadline());
+            if (k != 1)
+                FAIL("select %d (%s): lost wakeup?", k, weft_err_name(k));
+            r = cs[1].result;
+        } else {
+            r = weft_chan_recv_dl(st->c, &v, rs_deadline());
+        }
+        if (r == WEFT_ECLOSED)
+            break;
+        if (r != 0)
+            FAIL("recv: %s (lost wakeup?)", weft_err_name(r));
+        ASSERT(v >= 0 && v < st->n);
+        count++;
+        sum += v;
+    }
+    atomic_fetch_add(&st->count, count);
+    atomic_fetch_add(&st->sum, sum);
+    exited();
+}
+
+static void steal_sender(void *arg)
+{
+    struct steal *st = arg;
+    for (int64_t i = 0; i < st->n; i++) {
+        EXPECT_OK(weft_chan_send_dl(st->c, &i, rs_deadline()));
+        weft_yield(); /* let the waiters park again */
+    }
+    exited();
+}
+
+static int steal_body(void *arg)
+{
+    size_t cap = (size_t)(uintptr_t)arg;
+    struct steal st = {newchan(sizeof(int64_t), cap), newchan(8, 1),
+                       SANITIZED ? 5000 : 100000, 0, 0, false};
+    /* The thread may ready a sender from outside: tell deadlock
+     * detection. */
+    EXPECT_OK(weft_external_ref());
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, steal_thread, &st), 0);
+    for (int i = 0; i < 3; i++)
+        EXPECT_OK(weft_go(steal_waiter, &st));
+    EXPECT_OK(weft_go(steal_sender, &st));
+    await_exits(1);
+    EXPECT_OK(weft_chan_close(st.c));
+    await_exits(3);
+    atomic_store(&st.stop, true);
+    pthread_join(t, NULL);
+    EXPECT_OK(weft_external_unref());
+    ASSERT_EQ(atomic_load(&st.count), st.n);
+    ASSERT_EQ(atomic_load(&st.sum), st.n * (st.n - 1) / 2);
+    EXPECT_OK(weft_chan_free(st.c));
+    EXPECT_OK(weft_chan_free(st.idle));
+    return 0;
+}
+
+TEST_TIMEOUT(buffered_retry_wake, 300)
+{
+    for (int p = 1; p <= 2; p++) {
+        run(p, steal_body, (void *)(uintptr_t)1);
+        run(p, steal_body, (void *)(uintptr_t)4);
+    }
+}
+
+/*
+ * Free right after the last receive: a worker sends one value into a
+ * fresh buffered channel and returns; the receiver frees the channel as
+ * soon as it has the value, possibly while the worker is still inside
+ * its send on another P. The send must not touch the channel after the
+ * value became visible (chan.c invariant 8); ASan builds check it.
+ */
+static void oneshot_sender(void *arg)
+{
+    int64_t v = 77;
+    EXPECT_OK(weft_chan_send((weft_chan_t *)arg, &v));
+}
+
+static int oneshot_body(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < (SANITIZED ? 2000 : 20000); i++) {
+        weft_chan_t *c = newchan(sizeof(int64_t), 1 + (size_t)(i & 1));
+        int64_t v = 0;
+        EXPECT_OK(weft_go(oneshot_sender, c));
+        if (i & 2)
+            weft_yield(); /* sometimes the sender goes first */
+        EXPECT_OK(weft_chan_recv(c, &v));
+        ASSERT_EQ(v, 77);
+        EXPECT_OK(weft_chan_free(c));
+    }
+    return 0;
+}
+
+TEST_TIMEOUT(buffered_free_after_recv, 120)
+{
+    run(1, oneshot_body, NULL);
+    run(2, oneshot_body, NULL);
+}
