@@ -26,6 +26,11 @@
  *  WEFTMAXPROCS=N  number of Ps (1..WEFT_MAXPROCS_LIMIT); default: the CPUs
  *                  this process may run on. A bad value prints one warning
  *                  line on stderr and the default is used.
+ *
+ * While the runtime runs, as in a Go program: the soft RLIMIT_NOFILE is
+ * raised to the hard limit (one fd per connection adds up), and SIGPIPE
+ * is ignored unless the program set its own disposition. Both are put
+ * back when weft_main returns.
  */
 #ifndef WEFT_H
 #define WEFT_H

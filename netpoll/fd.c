@@ -52,6 +52,7 @@
  */
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -98,9 +99,33 @@ bool weft__netpoll_waiters(void)
     return LOAD(&nwaiters) > 0;
 }
 
+static struct rlimit oldnofile;
+static bool nofileraised;
+
+/* weft__pd_init - raise the soft fd limit to the hard one for the
+ * runtime's life, as Go 1.19 does at start-up: a server of coroutines
+ * holds an fd per connection, and 1024 is the usual soft default. */
+void weft__pd_init(void)
+{
+    struct rlimit rl;
+    nofileraised = false;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        oldnofile = rl;
+        rl.rlim_cur = rl.rlim_max;
+        nofileraised = setrlimit(RLIMIT_NOFILE, &rl) == 0;
+    }
+}
+
 /* A new runtime starts with no fd known (its epoll instance is new). */
 void weft__pd_fini(void)
 {
+    /* Back to the program's own limit, unless it changed it meanwhile
+     * (then it knows what it wants). */
+    struct rlimit rl;
+    if (nofileraised && getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+        rl.rlim_cur == oldnofile.rlim_max && rl.rlim_max == oldnofile.rlim_max)
+        setrlimit(RLIMIT_NOFILE, &oldnofile);
+    nofileraised = false;
     for (int i = 0; i < PD_TOP; i++) {
         free(LOAD(&pdtab[i]));
         STORE(&pdtab[i], NULL);

@@ -27,7 +27,8 @@
  * fd.c, the poll descriptors on top (see its top comment):
  *  weft__pd_adopt, weft__pd_wait, weft__pd_close, weft__pd_waiter as
  *  documented there; weft__pd_netready(data, r, w, &list) is the
- *  backend's report of readiness; weft__pd_fini forgets every fd.
+ *  backend's report of readiness; weft__pd_init raises the soft fd
+ *  limit for the runtime's life, weft__pd_fini forgets every fd.
  */
 #ifndef WEFT_NETPOLL_H
 #define WEFT_NETPOLL_H
@@ -67,6 +68,7 @@ int weft__pd_wait(struct pd *pd, uint32_t seq, int mode, int64_t deadline);
 bool weft__pd_close(int fd);
 struct g *weft__pd_waiter(int fd, int mode);
 void weft__pd_netready(uint64_t data, bool r, bool w, struct g **list);
+void weft__pd_init(void);
 void weft__pd_fini(void);
 
 #endif

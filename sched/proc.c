@@ -1504,6 +1504,7 @@ WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg)
     }
     if ((err = weft__netpoll_init()) < 0)
         goto fail;
+    weft__pd_init();
     weft__signals_install();
 
     weft__lock(&weft__sched.lock);
@@ -1532,6 +1533,9 @@ WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg)
     return result;
 
 fail:
+    weft__signals_restore(); /* each of these undoes only what was done */
+    weft__netpoll_close();
+    weft__pd_fini();
     if (weft__allp != NULL) {
         for (int32_t i = 0; i < weft__gomaxprocs; i++)
             free(weft__allp[i]);

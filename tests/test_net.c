@@ -1951,14 +1951,55 @@ static int emfile_body(void *arg)
     return 0;
 }
 
+/* with_nofile - run fn with the soft RLIMIT_NOFILE at soft. It is set
+ * inside the runtime: weft_main raises the soft limit to the hard one as
+ * it starts (weft.h), and puts back the limit it found when it ends. */
+struct nofile_arg {
+    rlim_t soft;
+    weft_main_fn fn;
+};
+
+static int nofile_body(void *arg)
+{
+    struct nofile_arg *na = arg;
+    struct rlimit old, rl;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    ASSERT_EQ(old.rlim_cur, old.rlim_max); /* raised by weft_main */
+    rl = old;
+    rl.rlim_cur = na->soft;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    int r = na->fn(NULL);
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+    return r;
+}
+
 static void with_nofile(rlim_t soft, weft_main_fn fn, int procs)
+{
+    struct nofile_arg na = {soft, fn};
+    net_run(procs, nofile_body, &na);
+}
+
+static int nofile_check_body(void *arg)
+{
+    (void)arg;
+    struct rlimit rl;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    ASSERT_EQ(rl.rlim_cur, rl.rlim_max);
+    return 0;
+}
+
+TEST(nofile_raised_while_running)
 {
     struct rlimit old, rl;
     ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    if (old.rlim_max <= 64)
+        SKIP("hard RLIMIT_NOFILE %ld", (long)old.rlim_max);
     rl = old;
-    rl.rlim_cur = soft;
+    rl.rlim_cur = 64;
     ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
-    net_run(procs, fn, NULL);
+    net_run(1, nofile_check_body, NULL);
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    ASSERT_EQ(rl.rlim_cur, (rlim_t)64); /* put back */
     ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
 }
 
