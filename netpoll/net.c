@@ -17,11 +17,11 @@
  *  5. On TCP and Unix stream sockets (Linux), a read shorter than asked
  *     means the receive queue was empty when it returned, and each later
  *     arrival of data calls the socket's data-ready hook, which queues an
- *     edge-triggered epoll event. weft_read_dl relies on this to skip a
+ *     edge-triggered epoll event. readsome relies on this to skip a
  *     read that could only fail with EAGAIN (saves a third of the
  *     syscalls of a request/response server). Pipes and adopted fds do
  *     not get this: not every kernel raises an edge per pipe write.
- *  6. weft_read and weft_write use recv/send on those sockets: no trip
+ *  6. One-buffer reads and writes use recv/send on those sockets: no trip
  *     through the VFS layer, 2% of the kernel's cycles per call (perf
  *     stat on examples/echo), and MSG_NOSIGNAL needs no SIGPIPE setup.
  */
@@ -158,23 +158,37 @@ WEFT_EXTERN int weft_fd_wait(int fd, int events, int64_t deadline)
 
 /* ------------------------------------------------------- read / write */
 
+/* iovtotal - the byte count of iov, or -1 if it is not a valid vector. */
+static ssize_t iovtotal(const struct iovec *iov, int iovcnt)
+{
+    if (iovcnt < 0 || iovcnt > IOV_MAX || (iov == NULL && iovcnt > 0))
+        return -1;
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        if (iov[i].iov_len > SSIZE_MAX - total)
+            return -1;
+        total += iov[i].iov_len;
+    }
+    return (ssize_t)total;
+}
+
 /*
- * weft_read_dl skips the read(2) that would only say EAGAIN (invariant 5
- * of the header): on a stream socket weft made, a read that came back
- * short emptied the receive queue, and every later arrival of data
- * raises an edge, which either is already noted (READY: weft__pd_wait
- * returns at once) or will wake the wait. So the reader whose last read
- * was short parks first. Only the G that saw the short read trusts it:
- * with concurrent readers another may have left data behind.
+ * readsome - weft_read and weft_readv: one read of at most len bytes
+ * into iov. It skips the read that would only say EAGAIN (invariant 5):
+ * on a stream socket weft made, a read that came back short emptied the
+ * receive queue, and every later arrival of data raises an edge, which is
+ * either noted already (READY: weft__pd_wait returns at once) or will
+ * wake the wait. So the reader whose last read was short parks first.
+ * Only the G that saw the short read trusts it: with concurrent readers
+ * another may have left data behind.
  */
-WEFT_EXTERN ssize_t weft_read_dl(int fd, void *buf, size_t len,
-                                 int64_t deadline)
+static ssize_t readsome(int fd, const struct iovec *iov, int iovcnt,
+                        size_t len, int64_t deadline, uintptr_t pc)
 {
     struct pd *pd;
     uint32_t seq;
     bool plain;
-    int rc = ioprep(fd, &pd, &seq, &plain,
-                    (uintptr_t)__builtin_return_address(0));
+    int rc = ioprep(fd, &pd, &seq, &plain, pc);
     if (rc < 0)
         return rc;
     uint32_t me = 0;
@@ -185,7 +199,13 @@ WEFT_EXTERN ssize_t weft_read_dl(int fd, void *buf, size_t len,
             return rc;
     }
     for (;;) {
-        ssize_t n = me ? recv(fd, buf, len, 0) : read(fd, buf, len);
+        ssize_t n;
+        if (iovcnt != 1)
+            n = readv(fd, iov, iovcnt);
+        else if (me != 0) /* recv: invariant 6 */
+            n = recv(fd, iov[0].iov_base, iov[0].iov_len, 0);
+        else
+            n = read(fd, iov[0].iov_base, iov[0].iov_len);
         if (n >= 0) {
             if (me != 0)
                 STORE(&pd->drained, n > 0 && (size_t)n < len ? me : 0);
@@ -200,6 +220,16 @@ WEFT_EXTERN ssize_t weft_read_dl(int fd, void *buf, size_t len,
     }
 }
 
+WEFT_EXTERN ssize_t weft_read_dl(int fd, void *buf, size_t len,
+                                 int64_t deadline)
+{
+    if (len > SSIZE_MAX || (buf == NULL && len > 0))
+        return WEFT_EINVAL;
+    struct iovec v = {buf, len};
+    return readsome(fd, &v, 1, len, deadline,
+                    (uintptr_t)__builtin_return_address(0));
+}
+
 WEFT_EXTERN ssize_t weft_read(int fd, void *buf, size_t len)
 {
     return weft_read_dl(fd, buf, len, WEFT_FOREVER);
@@ -208,26 +238,11 @@ WEFT_EXTERN ssize_t weft_read(int fd, void *buf, size_t len)
 WEFT_EXTERN ssize_t weft_readv_dl(int fd, const struct iovec *iov,
                                   int iovcnt, int64_t deadline)
 {
-    if (iovcnt < 0 || iovcnt > IOV_MAX || (iov == NULL && iovcnt > 0))
+    ssize_t total = iovtotal(iov, iovcnt);
+    if (total < 0)
         return WEFT_EINVAL;
-    struct pd *pd;
-    uint32_t seq;
-    bool plain;
-    int rc = ioprep(fd, &pd, &seq, &plain,
+    return readsome(fd, iov, iovcnt, (size_t)total, deadline,
                     (uintptr_t)__builtin_return_address(0));
-    if (rc < 0)
-        return rc;
-    for (;;) {
-        ssize_t n = readv(fd, iov, iovcnt);
-        if (n >= 0)
-            return n;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN || plain)
-            return ioerr(pd, seq, plain, errno);
-        if ((rc = weft__pd_wait(pd, seq, WEFT_READ, deadline)) < 0)
-            return rc;
-    }
 }
 
 WEFT_EXTERN ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt)
@@ -235,79 +250,25 @@ WEFT_EXTERN ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt)
     return weft_readv_dl(fd, iov, iovcnt, WEFT_FOREVER);
 }
 
-WEFT_EXTERN ssize_t weft_write_dl(int fd, const void *buf, size_t len,
-                                  size_t *done, int64_t deadline)
+/*
+ * writeall - weft_write and weft_writev: write all total bytes of iov.
+ * The caller's iovecs are const: it writes through a window copied from
+ * them, its first entry advanced past what is already written.
+ */
+static ssize_t writeall(int fd, const struct iovec *iov, int iovcnt,
+                        size_t total, size_t *done, int64_t deadline,
+                        uintptr_t pc)
 {
-    size_t off = 0;
-    if (done != NULL)
-        *done = 0;
-    if (len > SSIZE_MAX || (buf == NULL && len > 0))
-        return WEFT_EINVAL;
     struct pd *pd;
     uint32_t seq;
     bool plain;
-    int rc = ioprep(fd, &pd, &seq, &plain,
-                    (uintptr_t)__builtin_return_address(0));
+    int rc = ioprep(fd, &pd, &seq, &plain, pc);
     if (rc < 0)
         return rc;
-    ssize_t ret = (ssize_t)len;
-    bool stream = !plain && pd->stream; /* send/recv: invariant 6 */
-    while (off < len) {
-        const char *p = (const char *)buf + off;
-        ssize_t n = stream ? send(fd, p, len - off, MSG_NOSIGNAL)
-                           : write(fd, p, len - off);
-        if (n >= 0) {
-            off += (size_t)n;
-            continue;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN || plain) {
-            ret = ioerr(pd, seq, plain, errno);
-            break;
-        }
-        if ((rc = weft__pd_wait(pd, seq, WEFT_WRITE, deadline)) < 0) {
-            ret = rc;
-            break;
-        }
-    }
-    if (done != NULL)
-        *done = off;
-    return ret;
-}
-
-WEFT_EXTERN ssize_t weft_write(int fd, const void *buf, size_t len,
-                               size_t *done)
-{
-    return weft_write_dl(fd, buf, len, done, WEFT_FOREVER);
-}
-
-WEFT_EXTERN ssize_t weft_writev_dl(int fd, const struct iovec *iov,
-                                   int iovcnt, size_t *done,
-                                   int64_t deadline)
-{
-    if (done != NULL)
-        *done = 0;
-    if (iovcnt < 0 || iovcnt > IOV_MAX || (iov == NULL && iovcnt > 0))
-        return WEFT_EINVAL;
-    size_t total = 0;
-    for (int i = 0; i < iovcnt; i++) {
-        if (iov[i].iov_len > SSIZE_MAX - total)
-            return WEFT_EINVAL;
-        total += iov[i].iov_len;
-    }
-    struct pd *pd;
-    uint32_t seq;
-    bool plain;
-    int rc = ioprep(fd, &pd, &seq, &plain,
-                    (uintptr_t)__builtin_return_address(0));
-    if (rc < 0)
-        return rc;
-    /* The caller's iovecs are const: write through a window copied from
-     * them, its first entry advanced past what is already written. */
+    bool stream = !plain && pd->stream; /* send: invariant 6 */
     struct iovec win[WRITEV_WINDOW];
-    int i = 0;         /* first entry not fully written */
-    size_t skip = 0;   /* bytes of iov[i] already written */
+    int i = 0;       /* first entry not fully written */
+    size_t skip = 0; /* bytes of iov[i] already written */
     size_t off = 0;
     ssize_t ret = (ssize_t)total;
     while (off < total) {
@@ -320,7 +281,13 @@ WEFT_EXTERN ssize_t weft_writev_dl(int fd, const struct iovec *iov,
             win[k] = iov[i + k];
         win[0].iov_base = (char *)win[0].iov_base + skip;
         win[0].iov_len -= skip;
-        ssize_t n = writev(fd, win, k);
+        ssize_t n;
+        if (k != 1)
+            n = writev(fd, win, k);
+        else if (stream)
+            n = send(fd, win[0].iov_base, win[0].iov_len, MSG_NOSIGNAL);
+        else
+            n = write(fd, win[0].iov_base, win[0].iov_len);
         if (n >= 0) {
             off += (size_t)n;
             size_t left = (size_t)n;
@@ -350,6 +317,37 @@ WEFT_EXTERN ssize_t weft_writev_dl(int fd, const struct iovec *iov,
     if (done != NULL)
         *done = off;
     return ret;
+}
+
+WEFT_EXTERN ssize_t weft_write_dl(int fd, const void *buf, size_t len,
+                                  size_t *done, int64_t deadline)
+{
+    if (done != NULL)
+        *done = 0;
+    if (len > SSIZE_MAX || (buf == NULL && len > 0))
+        return WEFT_EINVAL;
+    struct iovec v = {(void *)buf, len};
+    return writeall(fd, &v, 1, len, done, deadline,
+                    (uintptr_t)__builtin_return_address(0));
+}
+
+WEFT_EXTERN ssize_t weft_write(int fd, const void *buf, size_t len,
+                               size_t *done)
+{
+    return weft_write_dl(fd, buf, len, done, WEFT_FOREVER);
+}
+
+WEFT_EXTERN ssize_t weft_writev_dl(int fd, const struct iovec *iov,
+                                   int iovcnt, size_t *done,
+                                   int64_t deadline)
+{
+    if (done != NULL)
+        *done = 0;
+    ssize_t total = iovtotal(iov, iovcnt);
+    if (total < 0)
+        return WEFT_EINVAL;
+    return writeall(fd, iov, iovcnt, (size_t)total, done, deadline,
+                    (uintptr_t)__builtin_return_address(0));
 }
 
 WEFT_EXTERN ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt,
