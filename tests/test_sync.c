@@ -1160,12 +1160,15 @@ static weft_rwmutex_t re_rw = WEFT_RWMUTEX_INIT;
 static _Atomic int64_t re_a_done, re_b_in;
 static _Atomic int re_a_rc = 1, re_b_rc = 1;
 static _Atomic int64_t re_a_took;
+static int64_t re_hold; /* how long writer 2 holds the lock */
 
 static void re_reader_a(void *arg)
 {
     (void)arg;
+    /* Half of writer 2's hold: a reader stuck behind writer 2 times out,
+     * one released by writer 1 is in long before, even in slow builds. */
     int64_t t0 = weft_now();
-    int rc = weft_rwmutex_rlock_dl(&re_rw, t0 + 5 * MS);
+    int rc = weft_rwmutex_rlock_dl(&re_rw, t0 + re_hold / 2);
     atomic_store(&re_a_took, weft_now() - t0);
     atomic_store(&re_a_rc, rc);
     if (rc == 0)
@@ -1176,7 +1179,7 @@ static void re_reader_a(void *arg)
 static void re_reader_b(void *arg)
 {
     (void)arg;
-    int rc = weft_rwmutex_rlock_dl(&re_rw, weft_now() + 200 * MS);
+    int rc = weft_rwmutex_rlock_dl(&re_rw, weft_now() + 4 * re_hold);
     if (rc == 0) {
         atomic_fetch_add(&re_b_in, 1);
         EXPECT_OK(weft_rwmutex_runlock(&re_rw));
@@ -1189,6 +1192,7 @@ static int re_body(void *arg)
     (void)arg;
     re_a_done = re_b_in = 0;
     re_a_rc = re_b_rc = 1;
+    re_hold = (int64_t)(40 * MS * slow());
     EXPECT_OK(weft_rwmutex_lock(&re_rw));
     weft_go(re_reader_a, NULL);
     /* A blocks behind us: counted as a blocked reader (white box: the
@@ -1204,14 +1208,15 @@ static int re_body(void *arg)
     /* B is of our era: it cannot have had a read lock. */
     int64_t b_in = atomic_load(&re_b_in);
     ASSERT_EQ(b_in, 0);
-    weft_sleep(40 * MS);
+    weft_sleep(re_hold);
     EXPECT_OK(weft_rwmutex_unlock(&re_rw));
     wait_until(&re_a_done, 1);
-    /* A was released by the first unlock: it got the lock, at once. */
+    /* A was released by the first unlock: it got the lock before writer
+     * 2 let go (its deadline is half of writer 2's hold). */
     int a_rc = atomic_load(&re_a_rc), b_rc;
     int64_t a_took = atomic_load(&re_a_took);
     EXPECT_OK(a_rc);
-    ASSERT_LT(a_took, (int64_t)(20 * MS * slow()));
+    ASSERT_LT(a_took, re_hold / 2);
     while ((b_rc = atomic_load(&re_b_rc)) == 1)
         weft_sleep(100 * US);
     EXPECT_OK(b_rc);
