@@ -13,7 +13,8 @@
  * main coroutine of their own runtime through net_run(), which also checks
  * that the set of open fds is the same before and after weft_main (the
  * runtime's own epoll and eventfd fds exist only while it runs), naming the
- * extra fds. Time bounds are generous and scaled by slow(); deadlines
+ * extra fds, and that no coroutine but the body's is left alive when it
+ * returns. Time bounds are generous and scaled by slow(); deadlines
  * themselves are not scaled.
  *
  * The file defines getaddrinfo() itself, passing every call on to the next
@@ -46,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "runtime.h" /* white box: the G registry, for leftover Gs */
 #include "weft_test.h"
 
 /* ------------------------------------------------------ getaddrinfo shim */
@@ -150,13 +152,51 @@ static bool fd_in(const struct fdset *s, int fd)
     return (s->open[fd / 8] >> (fd % 8)) & 1;
 }
 
-/* net_run - run(procs, fn, arg), then fail if the open fds differ from
- * those open before weft_main, naming the differences. */
+/* live_others - coroutines alive besides the caller (white box). */
+static int live_others(void)
+{
+    struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
+    size_t n = __atomic_load_n(&weft__allglen, __ATOMIC_ACQUIRE);
+    int64_t self = weft_self();
+    int k = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct g *gp = weft__allg(chunks, i);
+        if (atomic_load(&gp->status) != G_DEAD && gp->id != self)
+            k++;
+    }
+    return k;
+}
+
+struct leakcheck {
+    weft_main_fn fn;
+    void *arg;
+};
+
+/* leakcheck_body - the body, then up to 2 s (scaled) for its helpers to
+ * finish: a coroutine still parked then is a leak (a test that left a
+ * connection handler waiting, or a wake-up that never came). */
+static int leakcheck_body(void *arg)
+{
+    struct leakcheck *lc = arg;
+    int r = lc->fn(lc->arg);
+    int64_t until = weft_now() + (int64_t)(2000 * MS * slow());
+    int k;
+    while ((k = live_others()) > 0 && weft_now() < until)
+        weft_sleep(1 * MS);
+    if (k > 0)
+        HARNESS_FAIL("%d coroutines still alive after the test body", k);
+    return r;
+}
+
+/* net_run - run(procs, fn, arg), then fail if coroutines were left alive
+ * or the open fds differ from those open before weft_main, naming the
+ * differences. */
 static void net_run(int procs, weft_main_fn fn, void *arg)
 {
     static struct fdset before, after;
     fd_snapshot(&before);
-    run(procs, fn, arg);
+    struct leakcheck lc = {fn, arg};
+    run(procs, leakcheck_body, &lc);
     fd_snapshot(&after);
     if (before.n < 0 || after.n < 0)
         return;
