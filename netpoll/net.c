@@ -519,6 +519,24 @@ static int resolve(int family, const char *address, bool passive,
     return weft_getaddrinfo(node, port, &hints, res);
 }
 
+/* netprep - the common head of weft_listen and weft_dial: checks the
+ * arguments and the caller, then fills *ua (unix) or *res (TCP, free it
+ * with freeaddrinfo). Returns the family (AF_UNIX, AF_INET, AF_INET6 or
+ * AF_UNSPEC for "tcp") or an error. */
+static int netprep(const char *network, const char *address, bool passive,
+                   struct addr *ua, struct addrinfo **res)
+{
+    int family = netfamily(network);
+    if (family < 0 || address == NULL)
+        return WEFT_EINVAL;
+    if (curg() == NULL)
+        return WEFT_ENOTCORO;
+    weft_checkpoint();
+    int rc = family == AF_UNIX ? unixaddr(address, ua)
+                               : resolve(family, address, passive, res);
+    return rc < 0 ? rc : family;
+}
+
 static void tcpopts(int fd)
 {
     int one = 1;
@@ -560,26 +578,17 @@ WEFT_EXTERN int weft_listen(const char *network, const char *address,
                             int backlog)
 {
     uintptr_t pc = (uintptr_t)__builtin_return_address(0);
-    int family = netfamily(network);
-    if (family < 0 || address == NULL)
-        return WEFT_EINVAL;
-    if (curg() == NULL)
-        return WEFT_ENOTCORO;
-    if (family == AF_UNIX) {
-        struct addr a;
-        int rc = unixaddr(address, &a);
-        if (rc < 0)
-            return rc;
-        return listenon(AF_UNIX, (struct sockaddr *)&a.ss, a.len, backlog,
-                        false, pc);
-    }
+    struct addr ua;
     struct addrinfo *res;
-    int rc = resolve(family, address, true, &res);
-    if (rc < 0)
-        return rc;
+    int family = netprep(network, address, true, &ua, &res);
+    if (family < 0)
+        return family;
+    if (family == AF_UNIX)
+        return listenon(AF_UNIX, (struct sockaddr *)&ua.ss, ua.len, backlog,
+                        false, pc);
     /* "tcp" on every address: one IPv6 socket that takes IPv4 too, else
      * (no IPv6 here) the first address getaddrinfo gave. */
-    rc = WEFT_ENONAME;
+    int rc = WEFT_ENONAME;
     bool wildcard = address[0] == ':' || strncmp(address, "[]:", 3) == 0;
     if (family == AF_UNSPEC && wildcard) {
         struct sockaddr_in6 any6;
@@ -751,24 +760,14 @@ WEFT_EXTERN int weft_dial_dl(const char *network, const char *address,
                              int64_t deadline)
 {
     uintptr_t pc = (uintptr_t)__builtin_return_address(0);
-    int family = netfamily(network);
-    if (family < 0 || address == NULL)
-        return WEFT_EINVAL;
-    if (curg() == NULL)
-        return WEFT_ENOTCORO;
-    weft_checkpoint();
-    if (family == AF_UNIX) {
-        struct addr a;
-        int rc = unixaddr(address, &a);
-        if (rc < 0)
-            return rc;
-        return connectone((struct sockaddr *)&a.ss, a.len, deadline, pc);
-    }
+    struct addr ua;
     struct addrinfo *res;
-    int rc = resolve(family, address, false, &res);
-    if (rc < 0)
-        return rc;
-    rc = WEFT_ENONAME;
+    int family = netprep(network, address, false, &ua, &res);
+    if (family < 0)
+        return family;
+    if (family == AF_UNIX)
+        return connectone((struct sockaddr *)&ua.ss, ua.len, deadline, pc);
+    int rc = WEFT_ENONAME;
     for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
         rc = connectone(ai->ai_addr, ai->ai_addrlen, deadline, pc);
         if (rc >= 0 || rc == WEFT_ETIMEDOUT)
