@@ -342,17 +342,3 @@ bool weft__pd_close(int fd)
     }
     return was;
 }
-
-/* weft__pd_waiter - the G parked on fd for mode (WEFT_READ or
- * WEFT_WRITE), or NULL; racy, for dumps and the leak detector. */
-struct g *weft__pd_waiter(int fd, int mode)
-{
-    struct pd *pd = pdlookup(fd);
-    if (pd == NULL || !LOAD(&pd->open))
-        return NULL;
-    uint64_t v = LOAD(mode == WEFT_READ ? &pd->rg : &pd->wg);
-    if (v <= PD_WAIT)
-        return NULL;
-    struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
-    return weft__allg(chunks, (size_t)(v >> 32) - 1);
-}

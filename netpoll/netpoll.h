@@ -6,11 +6,10 @@
  *  weft__netpoll_init()   create the poller; 0 or -errno. Called once
  *                         per weft_main before any M runs.
  *  weft__netpoll_close()  release it; no M may be polling.
- *  weft__netpoll(delay, &n)
- *                         wait for I/O readiness: delay < 0 blocks until
+ *  weft__netpoll(delay)    wait for I/O readiness: delay < 0 blocks until
  *                         woken, 0 only looks, > 0 blocks at most delay
  *                         ns. Returns the Gs made ready, linked through
- *                         schedlink (n of them), or NULL. At most one M
+ *                         schedlink, or NULL. At most one M
  *                         calls it with delay != 0 at a time (the one that
  *                         set sched.lastpoll to 0).
  *  weft__netpoll_break()  make a blocked weft__netpoll return soon. Any
@@ -25,7 +24,7 @@
  *  weft__netpoll_disarm(fd) unregister fd (it is about to be closed).
  *
  * fd.c, the poll descriptors on top (see its top comment):
- *  weft__pd_adopt, weft__pd_wait, weft__pd_close, weft__pd_waiter as
+ *  weft__pd_adopt, weft__pd_wait, weft__pd_busy, weft__pd_close as
  *  documented there; weft__pd_netready(data, r, w, &list) is the
  *  backend's report of readiness; weft__pd_init raises the soft fd
  *  limit for the runtime's life, weft__pd_fini forgets every fd.
@@ -40,7 +39,7 @@ struct g;
 
 int weft__netpoll_init(void);
 void weft__netpoll_close(void);
-struct g *weft__netpoll(int64_t delay, int32_t *n);
+struct g *weft__netpoll(int64_t delay);
 void weft__netpoll_break(void);
 bool weft__netpoll_waiters(void);
 int weft__netpoll_open(int fd, uint64_t data);
@@ -66,7 +65,6 @@ int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc,
 bool weft__pd_busy(struct pd *pd, int mode);
 int weft__pd_wait(struct pd *pd, uint32_t seq, int mode, int64_t deadline);
 bool weft__pd_close(int fd);
-struct g *weft__pd_waiter(int fd, int mode);
 void weft__pd_netready(uint64_t data, bool r, bool w, struct g **list);
 void weft__pd_init(void);
 void weft__pd_fini(void);

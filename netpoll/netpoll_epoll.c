@@ -117,10 +117,9 @@ static int pollwait(struct epoll_event *evs, int max, int64_t delay)
     return epoll_wait(epfd, evs, max, ms);
 }
 
-struct g *weft__netpoll(int64_t delay, int32_t *n)
+struct g *weft__netpoll(int64_t delay)
 {
     struct epoll_event evs[128];
-    *n = 0;
     int k = pollwait(evs, 128, delay);
     if (k < 0) {
         if (errno != EINTR)
@@ -145,7 +144,5 @@ struct g *weft__netpoll(int64_t delay, int32_t *n)
         bool w = e & (EPOLLOUT | EPOLLHUP | EPOLLERR);
         weft__pd_netready(evs[i].data.u64, r, w, &list);
     }
-    for (struct g *gp = list; gp != NULL; gp = gp->schedlink)
-        (*n)++;
     return list;
 }

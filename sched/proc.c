@@ -1065,8 +1065,7 @@ top:
             return gp;
     }
     if (weft__netpoll_waiters() && LOAD(&weft__sched.lastpoll) != 0) {
-        int32_t n;
-        if ((gp = injectglist(mp, weft__netpoll(0, &n))) != NULL)
+        if ((gp = injectglist(mp, weft__netpoll(0))) != NULL)
             return gp;
     }
 
@@ -1129,8 +1128,7 @@ top:
             if (delay < 0)
                 delay = 0;
         }
-        int32_t n;
-        struct g *list = weft__netpoll(delay, &n);
+        struct g *list = weft__netpoll(delay);
         now = weft__nanotime();
         STORE(&weft__sched.polluntil, 0);
         STORE(&weft__sched.lastpoll, now);

@@ -173,8 +173,7 @@ static void *sysmon(void *arg)
             /* Not counted as activity (n): a busy server finds work
              * here every time, and must not keep sysmon at its 20 us
              * tick, waking a thread that shares the server's CPUs. */
-            int32_t k;
-            weft__netpoll_inject(weft__netpoll(0, &k));
+            weft__netpoll_inject(weft__netpoll(0));
         }
         int64_t next = weft__timersleep_until();
         if (next != 0 && next < now && LOAD(&weft__sched.lastpoll) != 0 &&
