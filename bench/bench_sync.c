@@ -7,9 +7,7 @@
  * Each benchmark runs once inside weft_main() and prints one benchstat line,
  * "BenchmarkPingPong/impl=weft/procs=1<TAB>1000000<TAB>98.1 ns/op", flushed
  * at once. It checks its own result and exits 1 when the result is wrong
- * (or a weft call fails). bench/meson.build compiles a benchmark in only
- * when the library has its sources (BENCH_HAVE_CHAN, _SELECT, _MUTEX);
- * one left out exits with status 3 saying so.
+ * (or a weft call fails).
  *
  *  pingpong  coroutines A and B bounce an int over two unbuffered channels:
  *            A sends i on ping and waits for i + 1 on pong, PINGPONG_N
@@ -67,7 +65,6 @@
 #endif
 
 
-#if defined(BENCH_HAVE_CHAN) || defined(BENCH_HAVE_MUTEX)
 
 /* api_err - report a failed weft call; returns 1. */
 static int api_err(const char *bench, const char *call, int64_t rc)
@@ -121,23 +118,10 @@ static int spawn(const char *bench, weft_fn fn, void *arg)
     return id > 0 ? 0 : api_err(bench, "weft_go", id);
 }
 
-#endif /* BENCH_HAVE_CHAN || BENCH_HAVE_MUTEX */
 
-#if !(defined(BENCH_HAVE_CHAN) && defined(BENCH_HAVE_SELECT) &&                \
-      defined(BENCH_HAVE_MUTEX))
-/* not_built - a benchmark whose weft API was not in the library. */
-static int not_built(const char *bench, const char *what)
-{
-    fail("%s: not built: the library had no %s when bench_sync was "
-         "configured",
-         bench, what);
-    return 3;
-}
-#endif
 
 /* -------------------------------------------------------------- pingpong */
 
-#ifdef BENCH_HAVE_CHAN
 
 static weft_chan_t *pp_ping, *pp_pong;
 static _Atomic int64_t pp_start; /* weft_now() when A's loop began */
@@ -281,23 +265,9 @@ static int bench_chanbuf(void)
     return 0;
 }
 
-#else /* !BENCH_HAVE_CHAN */
-
-static int bench_pingpong(void)
-{
-    return not_built("pingpong", "channels (sched/chan.c)");
-}
-
-static int bench_chanbuf(void)
-{
-    return not_built("chanbuf", "channels (sched/chan.c)");
-}
-
-#endif /* BENCH_HAVE_CHAN */
 
 /* ----------------------------------------------------------------- mutex */
 
-#ifdef BENCH_HAVE_MUTEX
 
 static weft_mutex_t mx_mu = WEFT_MUTEX_INIT;
 static int64_t mx_counter; /* guarded by mx_mu */
@@ -350,18 +320,9 @@ static int bench_mutex(void)
     return 0;
 }
 
-#else /* !BENCH_HAVE_MUTEX */
-
-static int bench_mutex(void)
-{
-    return not_built("mutex", "weft_mutex_t (sched/mutex.c)");
-}
-
-#endif /* BENCH_HAVE_MUTEX */
 
 /* --------------------------------------------------------------- select2 */
 
-#if defined(BENCH_HAVE_CHAN) && defined(BENCH_HAVE_SELECT)
 
 static int bench_select2(void)
 {
@@ -429,14 +390,6 @@ out:
     return ret;
 }
 
-#else
-
-static int bench_select2(void)
-{
-    return not_built("select2", "weft_select (sched/chan.c, select.c)");
-}
-
-#endif /* BENCH_HAVE_CHAN && BENCH_HAVE_SELECT */
 
 /* ------------------------------------------------------------------ main */
 

@@ -26,8 +26,7 @@
 # A run that crashes, hangs (timeout), prints no benchmark line or reports a
 # wrong result makes its figure print "FAIL <figure> (...)" with the tail of
 # its stderr as "#" lines; the rest still runs, and the script exits 1. So
-# does a bench_sync built without an API (exit 3: "not built", see
-# bench/meson.build) or missing altogether.
+# does a missing benchmark binary.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -114,8 +113,6 @@ run_once() {
         why="$side: timed out after ${limit}s: ${cmd[*]}"
     elif ((rc > 128)); then
         why="$side: killed by signal $((rc - 128)): ${cmd[*]}"
-    elif ((rc == 3)) && grep -q 'not built' "$tmp/err"; then
-        why="$side: benchmark not built in: ${cmd[*]}"
     elif ((rc != 0)); then
         why="$side: exit status $rc: ${cmd[*]}"
     elif [[ -z $line ]]; then
