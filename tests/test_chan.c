@@ -940,23 +940,10 @@ static void *ext_thread(void *arg)
     return NULL;
 }
 
-/* ticker - keeps a timer pending while the outside thread runs. It works
- * around a lost wake-up in weft__ready_any (proc.c, reported to the
- * runtime owner): a G queued globally from outside while the last M is
- * still counted as spinning can be missed by that M, which then parks
- * for good. CHAN_NO_TICKER=1 runs without it, to reproduce. */
-static void ticker(void *arg)
-{
-    while (atomic_load((_Atomic int64_t *)arg) == 0)
-        weft_sleep(MS / 2);
-}
-
 static int ext_body(void *arg)
 {
-    static _Atomic int64_t stop;
-    atomic_store(&stop, 0);
-    if (getenv("CHAN_NO_TICKER") == NULL)
-        EXPECT_OK(weft_go(ticker, (void *)&stop));
+    /* No other coroutine, no timer: only the outside thread's wake-ups
+     * (weft__ready_any) can run this one again. */
     size_t cap = (size_t)(intptr_t)arg;
     struct ext e = {newchan(sizeof(int64_t), cap),
                     newchan(sizeof(int64_t), cap), SANITIZED ? 500 : 3000};
@@ -973,7 +960,6 @@ static int ext_body(void *arg)
     }
     EXPECT_OK(weft_external_unref());
     pthread_join(t, NULL);
-    atomic_store(&stop, 1);
     EXPECT_OK(weft_chan_free(e.in));
     EXPECT_OK(weft_chan_free(e.out));
     return 0;

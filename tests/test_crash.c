@@ -147,6 +147,8 @@ TEST(nilderef_is_not_a_stack_overflow)
     int status = crash("nilderef", NULL);
     show("nilderef", status);
     ASSERT(!(WIFEXITED(status) && WEXITSTATUS(status) == 0));
+    ASSERT_CONTAINS(out, "id ");  /* the scenario ran, then faulted */
+    ASSERT_CONTAINS(err, "SEGV"); /* weft's report, or a sanitizer's */
     if (strstr(err, "stack overflow") != NULL)
         FAIL("a NULL write was reported as a stack overflow:\n%s", err);
 }

@@ -352,9 +352,10 @@ static void yielder(void *arg)
 
 /* fairness_body - two yielders for 200 ms; returns 1 if their progress is
  * within 2x of each other, 0 if not. Both must make progress in any case.
- * With 1 P the split is the scheduler's alone. With 2 Ps each yielder
- * usually has a P of its own and the split is the OS's CPU share of the
- * two threads, which a loaded machine skews: the caller retries that. */
+ * With 1 P the split is the scheduler's alone: that is what the ratio
+ * checks. With 2 Ps each yielder usually has a P of its own and the split
+ * is the OS's CPU share of two threads, not weft's: there only progress
+ * is asserted. */
 static int fairness_body(void *arg)
 {
     (void)arg;
@@ -378,10 +379,8 @@ TEST(yield_fairness)
     set_procs(1);
     ASSERT_EQ(weft_main(fairness_body, NULL), 1);
     set_procs(2);
-    int ok = 0;
-    for (int attempt = 0; attempt < 3 && !ok; attempt++)
-        ok = weft_main(fairness_body, NULL);
-    ASSERT_EQ(ok, 1);
+    int r = weft_main(fairness_body, NULL);
+    ASSERT(r == 0 || r == 1); /* both made progress (asserted inside) */
 }
 
 /* --------------------------------------------------------------- timers */
@@ -619,12 +618,16 @@ TEST(blocking_hands_off_p)
 
 /* Many coroutines in syscalls at once, with procs=2: every one comes back,
  * and the runtime keeps running others meanwhile. */
-static _Atomic int64_t sc_done, sc_ticks;
+static _Atomic int64_t sc_done, sc_ticks, sc_during;
 
+/* short_block - 2 ms in a blocking call; counts the main coroutine's ticks
+ * meanwhile, which only a P handed to another M can run. */
 static intptr_t short_block(void *arg)
 {
+    int64_t t0 = atomic_load(&sc_ticks);
     struct timespec ts = {0, 2 * 1000 * 1000};
     nanosleep(&ts, NULL);
+    atomic_fetch_add(&sc_during, atomic_load(&sc_ticks) - t0);
     return (intptr_t)arg;
 }
 
@@ -651,14 +654,18 @@ static int many_syscalls_body(void *arg)
         atomic_fetch_add(&sc_ticks, 1);
         weft_sleep(500 * US);
     }
+    ASSERT_GT(atomic_load(&sc_during), 0);
     return 0;
 }
 
 TEST(many_concurrent_syscalls)
 {
-    run(2, many_syscalls_body, NULL);
-    atomic_store(&sc_done, 0);
-    run(1, many_syscalls_body, NULL);
+    for (int procs = 2; procs >= 1; procs--) {
+        atomic_store(&sc_done, 0);
+        atomic_store(&sc_ticks, 0);
+        atomic_store(&sc_during, 0);
+        run(procs, many_syscalls_body, NULL);
+    }
 }
 
 /* ----------------------------------------------------------- preemption */

@@ -223,7 +223,8 @@ TEST(deadlines_never_early)
 /* Timeouts racing with wake-ups: counters stay exact, objects usable. */
 static weft_mutex_t tr_mu = WEFT_MUTEX_INIT;
 static weft_rwmutex_t tr_rw = WEFT_RWMUTEX_INIT;
-static int64_t tr_counter, tr_ok;
+static int64_t tr_counter; /* plain: only the mutex protects it */
+static _Atomic int64_t tr_ok, tr_inside;
 static _Atomic int tr_readers, tr_writers;
 static _Atomic int64_t tr_done;
 static int tr_iters;
@@ -237,10 +238,12 @@ static void tr_worker(void *arg)
         if (r % 3 == 0) {
             int e = weft_mutex_lock_dl(&tr_mu, (r & 8) ? dl : WEFT_FOREVER);
             if (e == 0) {
+                ASSERT_EQ(atomic_fetch_add(&tr_inside, 1), 0);
                 tr_counter++;
-                tr_ok++;
+                atomic_fetch_add(&tr_ok, 1);
                 if (r % 5 == 0)
                     weft_sleep(30 * US);
+                atomic_fetch_sub(&tr_inside, 1);
                 EXPECT_OK(weft_mutex_unlock(&tr_mu));
             } else {
                 EXPECT_ERR(e, WEFT_ETIMEDOUT);
@@ -282,7 +285,7 @@ static int tr_body(void *arg)
     for (int i = 0; i < 16; i++)
         weft_go(tr_worker, (void *)(intptr_t)i);
     wait_until(&tr_done, 16);
-    ASSERT_EQ(tr_counter, tr_ok);
+    ASSERT_EQ(tr_counter, atomic_load(&tr_ok));
     EXPECT_OK(weft_mutex_trylock(&tr_mu));
     EXPECT_OK(weft_mutex_unlock(&tr_mu));
     EXPECT_OK(weft_rwmutex_trylock(&tr_rw));
@@ -853,7 +856,7 @@ static void *bi_thread(void *arg)
     usleep(20000);
     EXPECT_OK(weft_sem_release(&bi_sem, 1));
     usleep(20000);
-    weft_mutex_lock_dl(&bi_mu, 0); /* ENOTCORO, ignored */
+    EXPECT_ERR(weft_mutex_lock_dl(&bi_mu, 0), WEFT_ENOTCORO);
     while (weft_mutex_trylock(&bi_mu) != 0)
         usleep(100);
     bi_flag = 1;
