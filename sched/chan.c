@@ -767,25 +767,31 @@ chanop(weft_chan_t *c, int op, void *elem, int64_t deadline, struct g *gp)
 {
     if (gp == NULL && (gp = curg()) == NULL)
         return WEFT_ENOTCORO;
+    /* The reference taken at the first park is kept across retry wakes:
+     * once parked, the caller counts as blocked on c, so c may have been
+     * weft_chan_free'd (its creator reference dropped) meanwhile. */
+    bool held = false;
+    int r;
     for (;;) {
         struct g *wake = NULL;
         weft__lock(&c->lock);
         /* Buffered: the caller's lock-free try just failed, so this is
          * the last look, after the flag (invariant 2, b1). */
         prewait(c, op);
-        int r = op == WEFT_SEND ? weft__chan_send_locked(c, elem, &wake)
-                                : weft__chan_recv_locked(c, elem, &wake);
+        r = op == WEFT_SEND ? weft__chan_send_locked(c, elem, &wake)
+                            : weft__chan_recv_locked(c, elem, &wake);
         if (r != WEFT_EAGAIN) {
             unwait(c, op);
             weft__unlock(&c->lock);
             if (wake != NULL)
                 weft__ready(wake);
-            return r;
+            break;
         }
         if (deadline != WEFT_FOREVER && deadline <= weft__nanotime()) {
             unwait(c, op);
             weft__unlock(&c->lock);
-            return WEFT_ETIMEDOUT;
+            r = WEFT_ETIMEDOUT;
+            break;
         }
         struct sudog s;
         s.g = gp;
@@ -796,7 +802,9 @@ chanop(weft_chan_t *c, int op, void *elem, int64_t deadline, struct g *gp)
         s.success = false;
         s.ticket = 0;
         weft__chan_enqueue_locked(c, op, &s);
-        weft__chan_ref_locked(c);
+        if (!held)
+            weft__chan_ref_locked(c);
+        held = true;
         gp = NULL; /* not to be kept across the park */
         r = weft__wait_park(op == WEFT_SEND ? WR_CHAN_SEND
                                             : WR_CHAN_RECEIVE,
@@ -805,14 +813,17 @@ chanop(weft_chan_t *c, int op, void *elem, int64_t deadline, struct g *gp)
             weft__lock(&c->lock); /* invariant 6 */
             weft__chan_dequeue_locked(c, op, &s);
             weft__unlock(&c->lock);
-            weft__chan_unref(c);
-            return r;
+            break;
         }
-        weft__chan_unref(c); /* the caller's contract keeps c alive */
-        if (s.ticket != TICKET_RETRY)
-            return s.success ? 0 : WEFT_ECLOSED;
+        if (s.ticket != TICKET_RETRY) {
+            r = s.success ? 0 : WEFT_ECLOSED;
+            break;
+        }
         gp = curg();
     }
+    if (held)
+        weft__chan_unref(c);
+    return r;
 }
 
 /* sendslow / recvslow - what a buffered channel's fast path left: odd

@@ -30,7 +30,7 @@
  *     that releases every lock (selunlock) after the switch.
  *  5. The first waker to win weft__wait_claim on any of the sudogs (or the
  *     deadline timer) owns the wake-up: it marks its sudog (ticket = 1)
- *     and does the copy (chan.c invariant 2). Wakers that pop another of
+ *     and does the copy (chan.c invariant 3). Wakers that pop another of
  *     our sudogs lose the claim and drop it.
  *  6. After the park: relock all, take the remaining sudogs off their
  *     queues (s->queued), find the marked one, unlock, drop references.
@@ -188,9 +188,8 @@ static void selref(const weft_select_case_t *cases, const uint32_t *order,
 static void selunref(const weft_select_case_t *cases, const uint32_t *order,
                      uint32_t n)
 {
-    /* Collect first: an unref may free a channel that a later duplicate
-     * comparison would read. Comparing pointers is fine; only
-     * dereferencing a freed channel is not, and unref is the last use. */
+    /* The duplicate test compares pointers held in cases[], never
+     * channel memory, so an unref that frees a channel is safe here. */
     for (uint32_t i = 0; i < n; i++)
         if (i == 0 || cases[order[i]].chan != cases[order[i - 1]].chan)
             weft__chan_unref(cases[order[i]].chan);
@@ -257,6 +256,8 @@ static int selectgo(weft_select_case_t *cases, size_t n, int64_t deadline,
         lockorder = pollorder + n;
     }
 
+    bool held = false; /* a reference on each channel, from the first park */
+    int ret;
 again:;
     /* 1. Poll order: Go's inside-out shuffle over the non-NULL cases. */
     uint32_t norder = 0;
@@ -269,7 +270,7 @@ again:;
         norder++;
     }
     int r;
-    if (norder == 0) {
+    if (norder == 0) { /* no channel: nothing was referenced */
         free(mem);
         if (!block)
             return WEFT_EAGAIN;
@@ -286,13 +287,13 @@ again:;
         r = weft__chan_tryop(cas->chan, cas->op, cas->elem);
         if (r == WEFT_EAGAIN)
             continue;
-        free(mem);
         cas->result = r;
-        return (int)i;
+        ret = (int)i;
+        goto out;
     }
     if (!block) {
-        free(mem);
-        return WEFT_EAGAIN;
+        ret = WEFT_EAGAIN;
+        goto out;
     }
     for (uint32_t i = 0; i < norder; i++)
         lockorder[i] = pollorder[i];
@@ -318,17 +319,17 @@ again:;
         selunlock(cases, lockorder, norder);
         if (wake != NULL)
             weft__ready_any(wake);
-        free(mem);
         cas->result = r;
-        return (int)i;
+        ret = (int)i;
+        goto out;
     }
 
     /* 4. Nothing ready. */
     if (deadline != WEFT_FOREVER && deadline <= weft__nanotime()) {
         selunwait(cases, pollorder, norder);
         selunlock(cases, lockorder, norder);
-        free(mem);
-        return WEFT_ETIMEDOUT;
+        ret = WEFT_ETIMEDOUT;
+        goto out;
     }
     uint64_t seq = weft__wait_prepare(gp);
     for (uint32_t k = 0; k < norder; k++) {
@@ -343,7 +344,9 @@ again:;
         s->ticket = 0;
         weft__chan_enqueue_locked(cases[i].chan, cases[i].op, s);
     }
-    selref(cases, lockorder, norder);
+    if (!held)
+        selref(cases, lockorder, norder);
+    held = true;
     struct selstate st = {cases, lockorder, norder};
     gp = NULL; /* not to be used across the park */
     r = weft__wait_park(WR_SELECT, deadline, selunlock_arg, &st);
@@ -363,25 +366,32 @@ again:;
         }
     }
     selunlock(cases, lockorder, norder);
-    selunref(cases, lockorder, norder);
     if (retry) {
         /* Woken for an item a lock-free op took first (chan.c
          * invariant 3): nothing happened, select again, on whatever M
-         * runs us now. */
+         * runs us now, keeping the references (we still count as
+         * blocked on these channels, which may be freed meanwhile). */
         mp = weft__getm();
         gp = mp->curg;
         goto again;
     }
-    free(mem);
     if (r == WEFT_ETIMEDOUT) {
         if (fired >= 0)
             weft__throw("weft: select timed out with a case claimed");
-        return WEFT_ETIMEDOUT;
+        ret = WEFT_ETIMEDOUT;
+        goto out;
     }
     if (fired < 0)
         weft__throw("weft: select woken with no case claimed");
     cases[fired].result = success ? 0 : WEFT_ECLOSED;
-    return fired;
+    ret = fired;
+out:
+    /* The references of the first park; lockorder still holds the same
+     * channels (re-sorted each round from the same cases). */
+    if (held)
+        selunref(cases, lockorder, norder);
+    free(mem);
+    return ret;
 }
 
 WEFT_EXTERN int weft_select(weft_select_case_t *cases, size_t n)
