@@ -24,15 +24,9 @@
 #include "runtime.h"
 #include "sanitizer.h"
 
-static void futexwait(_Atomic uint32_t *addr, uint32_t val, int64_t ns)
+static void futexwait(_Atomic uint32_t *addr, uint32_t val)
 {
-    struct timespec ts, *tsp = NULL;
-    if (ns >= 0) {
-        ts.tv_sec = ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
-        tsp = &ts;
-    }
-    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, tsp, NULL, 0);
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
 }
 
 static void futexwake(_Atomic uint32_t *addr, int n)
@@ -70,7 +64,7 @@ void weft__lock(wlock *l)
     }
     /* Mark contended; whoever unlocks will wake us. */
     while (atomic_exchange_explicit(&l->key, 2, memory_order_acquire) != 0)
-        futexwait(&l->key, 2, -1);
+        futexwait(&l->key, 2);
     weft__tsan_acquire(l);
 }
 
@@ -84,25 +78,8 @@ void weft__unlock(wlock *l)
 void weft__notesleep(note *n)
 {
     while (LOADACQ(&n->key) == 0)
-        futexwait(&n->key, 0, -1);
+        futexwait(&n->key, 0);
     weft__tsan_acquire(n);
-}
-
-bool weft__notetsleep(note *n, int64_t ns)
-{
-    if (ns < 0) {
-        weft__notesleep(n);
-        return true;
-    }
-    int64_t deadline = weft__nanotime() + ns;
-    while (LOADACQ(&n->key) == 0) {
-        int64_t left = deadline - weft__nanotime();
-        if (left <= 0)
-            return false;
-        futexwait(&n->key, 0, left);
-    }
-    weft__tsan_acquire(n);
-    return true;
 }
 
 void weft__notewakeup(note *n)

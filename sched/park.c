@@ -1,6 +1,6 @@
 /*
  * park.c - waiting with a deadline: the one protocol every blocking
- * primitive (sema, channels, select, later fds) uses on top of
+ * primitive (sema, channels, select, fds) uses on top of
  * weft__park/weft__ready. See struct sudog in runtime.h.
  *
  * Each G has a wait-state word: seq << 2 | WS_*. weft__wait_prepare starts
@@ -16,13 +16,17 @@
  *     has parked: the timer is armed, and the object lock released (so
  *     wakers can find the sudog), by the park's unlock function, which
  *     runs after the switch.
- *  2. A waker fills in a sudog's results (success, elem) before its CAS
- *     (seq-cst): the woken G reads them after it resumes.
- *  4. Nothing on the parked G's stack may be read once it can be woken:
- *     commit() copies its arguments out before arming the timer.
+ *  2. The winner fills in the sudog's results (success, elem) after its
+ *     claim and before weft__ready, which publishes them to the woken G
+ *     (a loser must not touch them: a timed-out receiver's buffer stays
+ *     as it was).
  *  3. A G that timed out may still be on queues: it retakes the objects'
  *     locks and removes its sudogs (s->queued says whether). A waker that
  *     pops a sudog whose claim fails just drops it.
+ *  4. commit() copies its own arguments off the parked G's stack before
+ *     arming the timer. The unlock function it then calls may still read
+ *     the G's stack (select's lock list) because the G, once woken, must
+ *     retake those same locks before its frame changes.
  *
  * A wait without a sudog (netpoll's fd waits, netpoll/fd.c) names its G
  * by a token of the G's registry index and the low 32 bits of seq, and is
@@ -62,11 +66,7 @@ static bool commit(struct g *gp, void *argp)
      * P and gp may run and reuse that frame. Copy out first. */
     void (*unlock)(void *) = pa->unlock;
     void *arg = pa->arg;
-    int64_t deadline = pa->deadline;
-    if (deadline != WEFT_FOREVER) {
-        weft__timer_add(weft__getm()->p, &gp->timer, deadline, timeout, gp,
-                        LOAD(&gp->waitstate) >> 2);
-    }
+    weft__wait_arm(gp, pa->deadline);
     if (unlock != NULL)
         unlock(arg);
     return true;

@@ -147,7 +147,6 @@ static inline __attribute__((always_inline)) void execute(struct m *mp, struct g
 {
     struct p *pp = mp->p;
     __atomic_store_n(&mp->curg, gp, __ATOMIC_RELAXED);
-    STORE(&gp->m, mp);
     STORE(&gp->status, G_RUNNING);
     STORE(&pp->schedtick, LOAD(&pp->schedtick) + 1);
     if (unlikely(LOAD(&gp->preempt)) &&
@@ -184,16 +183,10 @@ static inline __attribute__((always_inline)) void runafter(struct m *mp)
     if (likely(mp->after == AFTER_NONE))
         return;
     if (likely(mp->after == AFTER_YIELD)) {
-        /* The common case, inline: straight to the tail of the ring. */
-        struct p *pp = mp->p;
-        uint32_t h = LOADACQ(&pp->runqhead);
-        uint32_t t = LOAD(&pp->runqtail);
-        if (likely(t - h < RUNQ_SIZE)) {
-            STORE(&pp->runq[t % RUNQ_SIZE], mp->afterg);
-            STOREREL(&pp->runqtail, t + 1);
-            mp->after = AFTER_NONE;
-            return;
-        }
+        /* The common case, inline: to the tail of the ring. */
+        weft__runqput(mp->p, mp->afterg, false);
+        mp->after = AFTER_NONE;
+        return;
     }
     runafter_slow(mp);
 }
@@ -203,10 +196,8 @@ static void runafter_slow(struct m *mp)
     struct g *gp = mp->afterg;
     switch (mp->after) {
     case AFTER_NONE:
+    case AFTER_YIELD: /* runafter's inline case */
         return;
-    case AFTER_YIELD:
-        weft__runqput(mp->p, gp, false);
-        break;
     case AFTER_PREEMPT:
         weft__lock(&weft__sched.lock);
         weft__globrunqput(gp);
@@ -253,8 +244,8 @@ static inline struct g *fastnext(struct p *pp)
 {
     if (unlikely(attention() != 0))
         return NULL;
-    if (unlikely(LOAD(&weft__sched.runqsize) > 0) &&
-        LOAD(&pp->schedtick) % 61 == 0)
+    if (unlikely(LOAD(&pp->schedtick) % 61 == 0) &&
+        LOAD(&weft__sched.runqsize) > 0) /* shared line: read it last */
         return NULL;
     if (unlikely(timersdue(pp)))
         return NULL;
@@ -587,6 +578,35 @@ void weft__ready(struct g *gp)
     weft__wakep();
 }
 
+/* globready - make a list of parked Gs (linked through schedlink)
+ * runnable from a thread with no P: queue them globally and take an idle
+ * P for each under the same lock (Go's injectglist), starting an M on it:
+ * wakep alone can see a spinning M that has already done its last check
+ * of the global queue and is about to park. external: woken from outside
+ * the runtime (ends deadlock detection, see checkdead). */
+static void globready(struct g *list, bool external)
+{
+    struct p *ps[8];
+    int np = 0;
+    weft__lock(&weft__sched.lock);
+    if (external)
+        STORE(&weft__sched.extwoken, true);
+    while (list != NULL) {
+        struct g *gp = list;
+        list = gp->schedlink;
+        uint32_t st = G_WAITING;
+        if (!atomic_compare_exchange_strong(&gp->status, &st, G_RUNNABLE))
+            weft__throw("weft: ready - G is not waiting");
+        weft__globrunqput(gp);
+        if (np < 8 && !LOAD(&weft__sched.exiting) &&
+            (ps[np] = pidleget()) != NULL)
+            np++;
+    }
+    weft__unlock(&weft__sched.lock);
+    for (int i = 0; i < np; i++)
+        weft__startm(ps[i], false);
+}
+
 /* weft__ready_any - weft__ready from any thread: a thread with no P (not
  * an M, or an M in a syscall) queues gp globally and wakes an M. Such a
  * wake-up also ends deadlock detection (checkdead). */
@@ -599,19 +619,8 @@ void weft__ready_any(struct g *gp)
         weft__ready(gp);
         return;
     }
-    uint32_t st = G_WAITING;
-    if (!atomic_compare_exchange_strong(&gp->status, &st, G_RUNNABLE))
-        weft__throw("weft: ready - G is not waiting");
-    /* Take an idle P for it under the same lock (Go's injectglist):
-     * wakep alone can see a spinning M that has already done its last
-     * check of the global queue and is about to park. */
-    weft__lock(&weft__sched.lock);
-    STORE(&weft__sched.extwoken, true);
-    weft__globrunqput(gp);
-    struct p *pp = LOAD(&weft__sched.exiting) ? NULL : pidleget();
-    weft__unlock(&weft__sched.lock);
-    if (pp != NULL)
-        weft__startm(pp, false);
+    gp->schedlink = NULL;
+    globready(gp, true);
 }
 
 /* weft__runtime_on - whether a runtime is up (for calls that work from
@@ -684,17 +693,30 @@ WEFT_EXTERN void weft__checkpoint_slow(void)
         honourpreempt(mp, gp);
 }
 
-/* weft__preemptone - ask the G running on pp to yield. sysmon only; the
- * G read may be stale (G descriptors are never freed): at worst some G
- * yields once more than it had to. */
-void weft__preemptone(struct p *pp)
+/* weft__preemptone - ask the G running on pp to yield; returns the G
+ * flagged, or NULL. sysmon only; the G read may be stale (G descriptors
+ * are never freed): it may already have left, and then its flag would
+ * hold weft__attention up until it ran again, so sysmon withdraws the
+ * flag once pp has switched (weft__preempt_withdraw). */
+struct g *weft__preemptone(struct p *pp)
 {
     struct m *mp = LOADACQ(&pp->m);
     struct g *gp = mp ? __atomic_load_n(&mp->curg, __ATOMIC_RELAXED) : NULL;
     if (gp == NULL)
-        return;
+        return NULL;
     if (!atomic_exchange_explicit(&gp->preempt, 1, memory_order_relaxed))
         attention_add(1);
+    return gp;
+}
+
+/* weft__preempt_withdraw - clear gp's flag if nobody consumed it (a G
+ * that left before the flag landed). The exchange decides, so the flag
+ * is counted down once whoever clears it. */
+void weft__preempt_withdraw(struct g *gp)
+{
+    if (LOAD(&gp->preempt) &&
+        atomic_exchange_explicit(&gp->preempt, 0, memory_order_relaxed))
+        attention_add(-1);
 }
 
 WEFT_EXTERN int64_t weft_self(void)
@@ -981,21 +1003,11 @@ static struct g *injectglist(struct m *mp, struct g *list)
     return first;
 }
 
-/* weft__netpoll_inject - queue a list of Gs woken by netpoll globally,
- * from a thread without a P (sysmon's poll), and wake an M for them. */
+/* weft__netpoll_inject - make Gs woken by netpoll runnable from a thread
+ * without a P (sysmon's poll, a poller that found no P). */
 void weft__netpoll_inject(struct g *list)
 {
-    if (list == NULL)
-        return;
-    weft__lock(&weft__sched.lock);
-    while (list != NULL) {
-        struct g *gp = list;
-        list = list->schedlink;
-        STORE(&gp->status, G_RUNNABLE);
-        weft__globrunqput(gp);
-    }
-    weft__unlock(&weft__sched.lock);
-    weft__wakep();
+    globready(list, false);
 }
 
 /* stealwork - try to steal Gs, and run expired timers, from other Ps. */
@@ -1101,8 +1113,9 @@ top:
         /* Decrement first, then recheck (see the top comment). */
         STORE(&mp->spinning, false);
         atomic_fetch_sub(&weft__sched.nmspinning, 1);
+        bool global = LOAD(&weft__sched.runqsize) > 0;
         for (int32_t i = 0; i < weft__gomaxprocs; i++) {
-            if (!weft__runqempty(weft__allp[i])) {
+            if (global || !weft__runqempty(weft__allp[i])) {
                 weft__lock(&weft__sched.lock);
                 struct p *np = pidleget();
                 weft__unlock(&weft__sched.lock);

@@ -58,7 +58,6 @@ typedef struct note {
 
 void weft__notesleep(note *n);
 /* Sleep at most ns (< 0: forever); returns true if woken. */
-bool weft__notetsleep(note *n, int64_t ns);
 void weft__notewakeup(note *n);
 static inline void weft__noteclear(note *n) { STORE(&n->key, 0); }
 
@@ -202,7 +201,6 @@ struct g {
     int64_t waitsince;     /* owner: when it last parked (coarse clock);
                             * dead on the global free list: -(freed at)
                             * until sysmon trims its stack, then 0 */
-    struct m *_Atomic m;   /* M running it, or NULL */
     weft_fn fn;
     union {
         void *arg;           /* alive: fn's argument */
@@ -377,6 +375,8 @@ struct p {
     /* sysmon's view, touched only by sysmon */
     uint32_t sm_schedtick, sm_syscalltick;
     int64_t sm_schedwhen, sm_syscallwhen;
+    struct g *sm_preempted;  /* the G it last flagged here, until settled */
+    uint32_t sm_preempttick; /* schedtick when it flagged it */
 };
 
 /* ------------------------------------------------------------------- M */
@@ -496,7 +496,8 @@ void weft__netpoll_inject(struct g *list);
 bool weft__runtime_on(void);
 void weft__startm(struct p *pp, bool spinning);
 void weft__handoffp(struct p *pp);
-void weft__preemptone(struct p *pp);
+struct g *weft__preemptone(struct p *pp);
+void weft__preempt_withdraw(struct g *gp);
 _Noreturn void weft__throw(const char *msg);
 
 /* runq.c: all on a P that the caller owns unless noted. The owner's
@@ -507,11 +508,9 @@ bool weft__runqputslow(struct p *pp, struct g *gp, uint32_t h, uint32_t t);
 static inline void weft__runqput(struct p *pp, struct g *gp, bool next)
 {
     if (next) {
-        struct g *old = LOAD(&pp->runnext);
-        while (!atomic_compare_exchange_weak_explicit(
-            &pp->runnext, &old, gp, memory_order_release,
-            memory_order_relaxed))
-            ;
+        /* Stealers only CAS the slot to NULL: a plain exchange. */
+        struct g *old = atomic_exchange_explicit(&pp->runnext, gp,
+                                                 memory_order_acq_rel);
         if (old == NULL)
             return;
         gp = old;

@@ -51,6 +51,13 @@ static uint32_t retake(int64_t now)
     for (int32_t i = 0; i < weft__gomaxprocs; i++) {
         struct p *pp = weft__allp[i];
         uint32_t st = LOAD(&pp->status);
+        /* pp has switched since we flagged a G: the request is served,
+         * or the G had left already and its flag must not linger. */
+        if (pp->sm_preempted != NULL &&
+            LOAD(&pp->schedtick) != pp->sm_preempttick) {
+            weft__preempt_withdraw(pp->sm_preempted);
+            pp->sm_preempted = NULL;
+        }
         if (st == P_SYSCALL) {
             uint32_t t = LOAD(&pp->syscalltick);
             if (t != pp->sm_syscalltick) {
@@ -87,7 +94,8 @@ static uint32_t retake(int64_t now)
                 pp->sm_schedtick = t;
                 pp->sm_schedwhen = now;
             } else if (now - pp->sm_schedwhen >= PREEMPT_NS) {
-                weft__preemptone(pp);
+                pp->sm_preempted = weft__preemptone(pp);
+                pp->sm_preempttick = t;
                 pp->sm_schedwhen = now; /* ask again in 10 ms */
                 n++;
             }
