@@ -255,7 +255,8 @@ static int close_wakes_body(void *arg)
         EXPECT_OK(weft_go(blocker_fn, &br));
         EXPECT_OK(weft_go(blocker_fn, &bs));
     }
-    weft_sleep((int64_t)(20 * MS * slow())); /* let them all park */
+    wait_parked(0, WR_CHAN_RECEIVE, N);
+    wait_parked(0, WR_CHAN_SEND, N);
     ASSERT_EQ(atomic_load(&closed) + atomic_load(&other), 0);
     if (use_free) {
         EXPECT_OK(weft_chan_free(rc));
@@ -872,10 +873,9 @@ static int sel_free_body(void *arg)
         EXPECT_OK(weft_go(sel_blocked, cs));
         /* Free only once both are blocked in select: freeing a channel
          * another coroutine is just starting to use is a use-after-free
-         * (weft.h). Both have announced themselves; give them time to
-         * park. */
+         * (weft.h). */
         wait_count(&started, 2 * (round + 1), "selects started");
-        weft_sleep((int64_t)(MS * slow()));
+        wait_parked(0, WR_SELECT, 2);
         EXPECT_OK(weft_chan_free(round % 2 ? c0 : c1));
         wait_count(&n, 2 * (round + 1), "selects woken by free");
         EXPECT_OK(weft_chan_free(round % 2 ? c1 : c0));
@@ -902,7 +902,8 @@ static int no_cases_body(void *arg)
     (void)arg;
     static _Atomic int64_t st;
     EXPECT_OK(weft_go(no_cases, (void *)&st));
-    weft_sleep(20 * MS);
+    wait_parked(0, WR_SELECT_NO_CASES, 1);
+    weft_sleep(20 * MS); /* and stays parked */
     ASSERT_EQ(atomic_load(&st), 1);
     return 0;
 }

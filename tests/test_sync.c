@@ -997,7 +997,9 @@ static _Atomic int sx_rc;
 static void sx_waiter(void *arg)
 {
     (void)arg;
-    int64_t dl = weft_now() + 5 * MS;
+    /* After the holder's 2 ms (> the 1 ms starvation threshold), with
+     * room for a slow build to wake it before the deadline. */
+    int64_t dl = weft_now() + 2 * MS + (int64_t)(3 * MS * slow());
     atomic_store(&sx_rc, weft_mutex_lock_dl(&sx_mu, dl));
     atomic_fetch_add(&sx_done, 1);
 }
