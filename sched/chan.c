@@ -386,8 +386,8 @@ bool weft__chan_ok(weft_chan_t *c)
 void weft__chan_lock(weft_chan_t *c) { weft__lock(&c->lock); }
 void weft__chan_unlock(weft_chan_t *c) { weft__unlock(&c->lock); }
 
-/* weft__chan_unlock_arg - c->lock release as a park unlock function. */
-void weft__chan_unlock_arg(void *c)
+/* chan_unlock_arg - c->lock release as a park unlock function. */
+static void chan_unlock_arg(void *c)
 {
     weft__unlock(&((weft_chan_t *)c)->lock);
 }
@@ -808,7 +808,7 @@ chanop(weft_chan_t *c, int op, void *elem, int64_t deadline, struct g *gp)
         gp = NULL; /* not to be kept across the park */
         r = weft__wait_park(op == WEFT_SEND ? WR_CHAN_SEND
                                             : WR_CHAN_RECEIVE,
-                            deadline, weft__chan_unlock_arg, c);
+                            deadline, chan_unlock_arg, c);
         if (r == WEFT_ETIMEDOUT) {
             weft__lock(&c->lock); /* invariant 6 */
             weft__chan_dequeue_locked(c, op, &s);

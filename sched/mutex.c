@@ -801,15 +801,10 @@ static int wlock_(struct rwmutex *rw, int64_t deadline)
                          false) == 0)
         return 0;
     v = LOAD(&rw->word);
-    if (rw_w(v) == 0) {
-        /* The last reader left as we gave up: its unit is ours. */
-        weft__semacquire(&rw->writersem, WEFT_FOREVER, WR_SYNC_RWMUTEX_LOCK,
-                         false);
-        return 0;
-    }
     /* Readers that were in stay in; W goes to 0 with no release. */
     for (;;) {
-        if (rw_w(v) == 0) {
+        if (rw_w(v) == 0) { /* the last reader left as we gave up: its
+                             * unit is ours */
             weft__semacquire(&rw->writersem, WEFT_FOREVER,
                              WR_SYNC_RWMUTEX_LOCK, false);
             return 0;
@@ -904,12 +899,9 @@ WEFT_EXTERN int weft_cond_wait_dl(weft_cond_t *cv, weft_mutex_t *mu,
     if (ret != 0)
         return ret;
     ret = weft__futexsleep(&c->seq, seq, deadline, WR_SYNC_COND_WAIT);
-    int lr;
-    while ((lr = mutex_lock((struct mutex *)mu, WEFT_FOREVER)) != 0) {
-        /* A wait-for cycle through mu (printed): nobody could take mu
-         * from us, so retrying is all we can do; wait a little. */
-        weft_sleep(1000000);
-    }
+    /* Without a deadline the lock always succeeds (a wait-for cycle is
+     * reported and waited out, never returned). */
+    mutex_lock((struct mutex *)mu, WEFT_FOREVER);
     return ret;
 }
 
@@ -955,7 +947,7 @@ struct waitgroup {
 _Static_assert(sizeof(struct waitgroup) <= sizeof(weft_waitgroup_t), "wg");
 _Static_assert(_Alignof(struct waitgroup) <= _Alignof(weft_waitgroup_t), "");
 
-#define WG_GENHALF (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 0 : 1)
+#define WG_GENHALF 0 /* little-endian (asserted above): low half first */
 
 static inline int32_t wg_count(uint64_t s) { return (int32_t)(s >> 32); }
 

@@ -5,7 +5,7 @@
  *
  * Who owns what:
  *  1. A G is owned by whoever holds it: the M running it, a run queue, a
- *     waiter list (timer, later channels and sema), or a free list. Its
+ *     waiter list (timer, channel, sema, fd), or a free list. Its
  *     status says which; transitions are listed with the status values.
  *  2. A P is owned by the M whose mp->p points at it, or by the idle list
  *     (sched.lock). Only its owner touches fields marked "owner".
@@ -319,7 +319,6 @@ void weft__dospin(void);
 bool weft__chan_ok(weft_chan_t *c);
 void weft__chan_lock(weft_chan_t *c);
 void weft__chan_unlock(weft_chan_t *c);
-void weft__chan_unlock_arg(void *c);
 int weft__chan_send_locked(weft_chan_t *c, const void *elem,
                            struct g **wake);
 int weft__chan_recv_locked(weft_chan_t *c, void *elem, struct g **wake);

@@ -143,7 +143,7 @@ static void dequeue(struct semaroot *r, struct semawaiter *w)
     }
     struct semawaiter *repl = nh != NULL ? nh : h->hnext;
     if (h->hprev != NULL)
-        h->hprev->hnext = nh != NULL ? nh : h->hnext;
+        h->hprev->hnext = repl;
     else
         r->heads = repl;
     if (h->hnext != NULL)
