@@ -983,7 +983,7 @@ static const char *const op_name[] = {"read", "write", "accept", "fd_wait"};
 
 struct blk {
     int fd, op;
-    _Atomic int started, finished;
+    _Atomic int finished;
     int64_t result, t_ret;
     size_t done;
     char data[64];
@@ -993,7 +993,6 @@ struct blk {
 static void blk_fn(void *arg)
 {
     struct blk *b = arg;
-    atomic_store(&b->started, 1);
     switch (b->op) {
     case OP_READ:
         b->result = weft_read(b->fd, b->data, sizeof b->data);
@@ -1017,22 +1016,24 @@ static void blk_fn(void *arg)
     EXPECT_OK(weft_waitgroup_done(b->wg));
 }
 
-/* start_blocked - spawn b and give it time to park in its call; fails if
- * it returned instead. */
+/* start_blocked - spawn b and wait until it is parked in its call (IO
+ * wait: a fixed sleep let a loaded machine close the fd before the call
+ * began); fails if it returned instead. */
 static void start_blocked(struct blk *b)
 {
-    go(blk_fn, b);
+    int64_t id = weft_go(blk_fn, b);
+    ASSERT_GT(id, 0);
     int64_t end = after_ms(5000);
-    while (!atomic_load(&b->started)) {
+    while (parked_count(id, WR_IO_WAIT) < 1) {
+        if (atomic_load(&b->finished))
+            FAIL("weft_%s returned %lld (%s) instead of blocking",
+                 op_name[b->op], (long long)b->result,
+                 b->result < 0 ? weft_err_name((int)b->result)
+                               : "no error");
         if (weft_now() > end)
-            FAIL("blocker never started");
+            FAIL("weft_%s never parked", op_name[b->op]);
         weft_sleep(100 * US);
     }
-    weft_sleep(scaled(20));
-    if (atomic_load(&b->finished))
-        FAIL("weft_%s returned %lld (%s) instead of blocking", op_name[b->op],
-             (long long)b->result,
-             b->result < 0 ? weft_err_name((int)b->result) : "no error");
 }
 
 struct closer {
