@@ -577,6 +577,33 @@ WEFT_EXTERN int weft_getaddrinfo(const char *node, const char *service,
                                  const struct addrinfo *hints,
                                  struct addrinfo **res);
 
+/* ------------------------------------------------------------ diagnostics */
+
+/* Levels for weft_dump(): which coroutines, which frames. */
+#define WEFT_DUMP_SINGLE 1 /* the calling coroutine only, user frames */
+#define WEFT_DUMP_ALL 2    /* every coroutine, user frames */
+#define WEFT_DUMP_SYSTEM 3 /* every coroutine, weft's own frames too, and
+                            * each frame's fp/sp/pc */
+
+/*
+ * weft_dump - write the traceback of coroutines to fd in Go's format
+ * (what Ctrl+\ prints, without the signal preamble; what Go's
+ * runtime.Stack and /debug/pprof/goroutine?debug=2 print): the caller
+ * first, then every other live coroutine, each as a header
+ * "goroutine N [wait reason, M minutes]:", its frames (function, then
+ * file:line +0xoffset from DWARF) and "created by F in goroutine P".
+ * Coroutines running on other threads are briefly stopped by a signal
+ * to read their stacks; one whose thread does not answer within 100 ms is
+ * shown as "goroutine running on other thread; stack unavailable".
+ * Callable from a coroutine or any thread (outside a coroutine there is
+ * no caller to put first; WEFT_DUMP_SINGLE then prints nothing).
+ * Returns 0, WEFT_EINVAL (bad level), WEFT_ENORUNTIME, or the errno of a
+ * failed write (the dump stops there). Blocks the calling thread while it
+ * works (a first dump reads debug information: tens of ms; later ones
+ * reuse it); the caller's P is handed off meanwhile.
+ */
+WEFT_EXTERN int weft_dump(int fd, int level);
+
 #ifdef __cplusplus
 }
 #endif

@@ -301,3 +301,13 @@ void weft__sigstack_fini(struct m *mp)
     free(mp->sigstack);
     mp->sigstack = NULL;
 }
+
+WEFT_EXTERN int weft_dump(int fd, int level)
+{
+    if (level < WEFT_DUMP_SINGLE || level > WEFT_DUMP_SYSTEM)
+        return WEFT_EINVAL;
+    if (!weft__runtime_on())
+        return WEFT_ENORUNTIME;
+    weft__print_gs(fd);
+    return 0;
+}

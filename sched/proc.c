@@ -1494,6 +1494,7 @@ WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg)
     __atomic_store_n(&weft__attention, 0, __ATOMIC_SEQ_CST);
     abandoned = false;
     mainstarted = false;
+    weft__debug_parse();
     weft__san_init();
     weft__stack_init();
     weft__gomaxprocs = parsemaxprocs();

@@ -596,4 +596,20 @@ void weft__sigstack_fini(struct m *mp);
 void weft__print_gs(int fd);
 _Noreturn void weft__fatal_deadlock(void);
 
+/* debugvars.c: WEFTDEBUG and WEFTTRACEBACK, parsed once by weft_main
+ * before anything can print. Read racily afterwards (set before any M). */
+enum { TB_NONE, TB_SINGLE, TB_ALL, TB_SYSTEM, TB_CRASH };
+struct debugvars {
+    int32_t schedtrace;   /* WEFTDEBUG schedtrace=ms; 0: off */
+    bool scheddetail;     /* scheddetail=1 */
+    bool sigquitcontinue; /* sigquitdump=continue: dump, then run on */
+    int traceback;        /* WEFTTRACEBACK: TB_*, default TB_SINGLE */
+};
+extern struct debugvars weft__debug;
+void weft__debug_parse(void);
+
+/* schedtrace.c: one schedtrace report to stderr (detail: scheddetail's
+ * P, M and G lines too). sysmon calls it every schedtrace ms. */
+void weft__schedtrace(bool detail);
+
 #endif /* WEFT_RUNTIME_H */
