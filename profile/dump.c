@@ -1,76 +1,122 @@
 /*
- * dump.c - what the runtime prints when it dies: fatal signals (with
- * stack overflows named as such), weft__throw, and the list of every G.
+ * dump.c - Go's goroutine traceback for every G: weft_dump, SIGQUIT,
+ * fatal signals (a guard-page hit named as a stack overflow), weft__throw
+ * and the deadlock report, at the levels of WEFTTRACEBACK.
  *
- * This is the minimal version that the scheduler core needs; the traceback
- * module adds unwound stacks, SIGQUIT dumps and WEFTTRACEBACK levels.
+ * A dump freezes the world first, as Go does: every M that has a thread
+ * gets SIGURG, and its handler records what it was running (the
+ * interrupted sp, the stack unwound from there) and waits on a futex
+ * until the dump is over. A G is then printed from whichever frozen M's
+ * sp lies in its stack, or else from its saved context, which no frozen M
+ * can change. An M that does not answer within FREEZE_WAIT leaves its Gs
+ * "running on other thread; stack unavailable". An M whose thread starts
+ * during a freeze freezes itself before it runs anything (weft__freeze_
+ * self: its tid store and the dumper's generation store are a Dekker
+ * pair, so one of them sees the other). sysmon and weft_main's thread
+ * run no Gs and are left alone.
  *
- * Everything here may run in a signal handler on a sigaltstack, so it
- * writes with write(2) through a fixed buffer, takes no lock and does not
- * allocate. It reads the G registry racily: tables are never freed while the
- * runtime runs (proc.c allgadd).
+ * Invariants:
+ *  1. One dump at a time (dumplock, owned by a thread id). A dump never
+ *     takes a runtime lock, so a stuck M cannot hang it; it does call
+ *     malloc (libdw, the symbol cache), so a crash inside malloc may.
+ *  2. Output goes through one static buffer with write(2): signal handlers
+ *     may dump, stdio may be locked by the thread that crashed.
+ *  3. A frozen M's handler touches only its own struct m and the freeze
+ *     words; it returns only after thaw (or when the process exits).
+ *  4. A G read racily (status, wait reason) may be stale by the time it
+ *     prints; its stack is not (see traceback.c invariant 3).
  *
  * Fatal signals not caused by weft (a fault on a thread that is not an M,
  * or any fault while a previous handler was installed, like a
  * sanitizer's) are passed to the previous handler; a guard-page hit is
  * always reported by weft, since only weft knows it is a stack overflow.
- * While the runtime runs, SIGPIPE is ignored unless the program set its
- * own disposition, so fd calls report -EPIPE instead.
+ * SIGQUIT is taken only if its disposition was the default. While the
+ * runtime runs, SIGPIPE is ignored unless the program set its own
+ * disposition, so fd calls report -EPIPE instead.
  */
+#include <linux/futex.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include "runtime.h"
 
-#define SIGSTACK_SIZE (64 * 1024)
+#define SIGSTACK_SIZE (256 * 1024) /* libunwind + libdw; untouched: free */
+#define FREEZE_SIG SIGURG
+#define FREEZE_WAIT (100 * 1000 * 1000LL)
+#define LOCK_WAIT (5 * 1000 * 1000 * 1000LL)
+
+/* Dumps read G and M fields that their owners write without a lock, on
+ * purpose (a dump must not wait for a stuck M); tell TSan. */
+#define RACY __attribute__((no_sanitize("thread")))
+
+static pid_t gettid_(void) { return (pid_t)syscall(SYS_gettid); }
+
+static void sleepns(long ns)
+{
+    struct timespec ts = {0, ns};
+    nanosleep(&ts, NULL);
+}
 
 /* ------------------------------------------------ signal-safe printing */
 
 struct out {
     int fd;
+    int err;      /* the errno of the first failed write, 0 */
     size_t n;
-    char buf[512];
+    char *buf;
+    size_t cap;
 };
+
+static char bigbuf[64 * 1024]; /* the dump lock's holder only */
 
 static void flush(struct out *o)
 {
     size_t off = 0;
-    while (off < o->n) {
+    while (off < o->n && o->err == 0) {
         ssize_t w = write(o->fd, o->buf + off, o->n - off);
-        if (w <= 0)
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            o->err = w < 0 ? errno : EIO;
             break;
+        }
         off += (size_t)w;
     }
     o->n = 0;
 }
 
-static void puts_(struct out *o, const char *s)
+static void putn(struct out *o, const char *s, size_t n)
 {
-    while (*s) {
-        if (o->n == sizeof o->buf)
+    while (n > 0) {
+        if (o->n == o->cap)
             flush(o);
-        o->buf[o->n++] = *s++;
+        size_t k = o->cap - o->n < n ? o->cap - o->n : n;
+        memcpy(o->buf + o->n, s, k);
+        o->n += k;
+        s += k;
+        n -= k;
     }
 }
 
+static void puts_(struct out *o, const char *s) { putn(o, s, strlen(s)); }
+
 static void putu(struct out *o, uint64_t v, unsigned base)
 {
-    char tmp[24];
-    int i = 0;
+    char s[24];
+    int i = sizeof s;
     do {
-        tmp[i++] = "0123456789abcdef"[v % base];
+        s[--i] = "0123456789abcdef"[v % base];
         v /= base;
     } while (v);
     if (base == 16)
         puts_(o, "0x");
-    char s[25];
-    int j = 0;
-    while (i)
-        s[j++] = tmp[--i];
-    s[j] = '\0';
-    puts_(o, s);
+    putn(o, s + i, sizeof s - (size_t)i);
 }
 
 static void puti(struct out *o, int64_t v)
@@ -83,94 +129,512 @@ static void puti(struct out *o, int64_t v)
     }
 }
 
-/* Dumps read G fields that their owners write without a lock, on
- * purpose (a dump must not wait for a stuck M); tell TSan. */
-#define RACY __attribute__((no_sanitize("thread")))
+/* ------------------------------------------------------------ dump lock */
 
-/* printg - one G, in the shape of Go's goroutine header. */
-static RACY void printg(struct out *o, struct g *gp, int64_t now)
+static _Atomic pid_t dumper;
+
+/* dumplock - take the dump lock: true, or false if this very thread is
+ * already dumping (a fault inside the dump) or another one did not
+ * finish within LOCK_WAIT (the caller then prints what needs no lock). */
+static bool dumplock(void)
+{
+    pid_t me = gettid_();
+    int64_t end = weft__nanotime() + LOCK_WAIT;
+    for (;;) {
+        pid_t z = 0;
+        if (atomic_compare_exchange_strong(&dumper, &z, me))
+            return true;
+        if (z == me || weft__nanotime() > end)
+            return false;
+        sleepns(1000 * 1000);
+    }
+}
+
+static void dumpunlock(void) { atomic_store(&dumper, 0); }
+
+/* ---------------------------------------------------------------- freeze */
+
+static _Atomic uint32_t freezegen;  /* nonzero while a dump freezes */
+static _Atomic uint32_t thawgen;    /* the last generation thawed */
+static uint32_t lastgen;            /* dump lock */
+
+static void futexwait(_Atomic uint32_t *a, uint32_t v, long ns)
+{
+    struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
+    syscall(SYS_futex, a, FUTEX_WAIT_PRIVATE, v, &ts, NULL, 0);
+}
+
+/* thawwait - a frozen M's wait until generation gen is thawed. */
+static void thawwait(uint32_t gen)
+{
+    for (;;) {
+        uint32_t t = atomic_load(&thawgen);
+        if (t == gen || atomic_load(&freezegen) != gen)
+            return;
+        futexwait(&thawgen, t, 100 * 1000 * 1000L);
+    }
+}
+
+/* weft__freeze_self - called by an M's thread once it has published its
+ * tid and before it runs anything: joins a freeze in progress. */
+void weft__freeze_self(struct m *mp)
+{
+    uint32_t gen = atomic_load(&freezegen);
+    if (gen == 0)
+        return;
+    mp->frozeng = mp->frozenafter = NULL;
+    mp->frozensp = 0;
+    mp->frozen->n = 0;
+    atomic_store_explicit(&mp->freezeack, gen, memory_order_release);
+    thawwait(gen);
+}
+
+static struct sigaction oldurg;
+
+static uintptr_t ucsp(void *ucv)
+{
+    ucontext_t *uc = ucv;
+#if defined(__x86_64__)
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+    return (uintptr_t)uc->uc_mcontext.sp;
+#endif
+}
+
+static uintptr_t ucpc(void *ucv)
+{
+    ucontext_t *uc = ucv;
+#if defined(__x86_64__)
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+    return (uintptr_t)uc->uc_mcontext.pc;
+#endif
+}
+
+static RACY void freezehandler(int sig, siginfo_t *info, void *uc)
+{
+    int saved = errno;
+    struct m *mp = weft__getm();
+    uint32_t gen = atomic_load(&freezegen);
+    if (mp != NULL && gen != 0 &&
+        atomic_load_explicit(&mp->freezeack, memory_order_relaxed) != gen) {
+        mp->frozensp = ucsp(uc);
+        mp->frozeng = __atomic_load_n(&mp->curg, __ATOMIC_RELAXED);
+        mp->frozenafter = mp->afterg;
+        weft__unwind_uc(uc, mp->frozen);
+        atomic_store_explicit(&mp->freezeack, gen, memory_order_release);
+        thawwait(gen);
+    } else if (oldurg.sa_flags & SA_SIGINFO) {
+        if (oldurg.sa_sigaction != NULL)
+            oldurg.sa_sigaction(sig, info, uc);
+    } else if (oldurg.sa_handler != SIG_DFL && oldurg.sa_handler != SIG_IGN) {
+        oldurg.sa_handler(sig);
+    }
+    errno = saved;
+}
+
+/* freeze - stop every other M (invariant 3 of traceback.c); returns the
+ * generation. *all is set when every signalled M answered in time. */
+static RACY uint32_t freeze(struct m *self, bool *all)
+{
+    uint32_t gen = ++lastgen;
+    if (gen == 0)
+        gen = ++lastgen;
+    atomic_store(&freezegen, gen); /* seq-cst: Dekker with M tid */
+    struct m *head = __atomic_load_n(&weft__sched.allm, __ATOMIC_ACQUIRE);
+    pid_t pid = getpid();
+    for (struct m *mp = head; mp != NULL; mp = mp->alllink) {
+        int32_t tid = atomic_load(&mp->tid);
+        if (mp == self || tid == 0)
+            continue;
+        if (syscall(SYS_tgkill, pid, tid, FREEZE_SIG) < 0)
+            STORE(&mp->tid, 0); /* gone */
+    }
+    int64_t end = weft__nanotime() + FREEZE_WAIT;
+    *all = true;
+    for (struct m *mp = head; mp != NULL; mp = mp->alllink) {
+        if (mp == self)
+            continue;
+        while (atomic_load(&mp->tid) != 0 &&
+               atomic_load_explicit(&mp->freezeack, memory_order_acquire) !=
+                   gen) {
+            if (weft__nanotime() > end) {
+                *all = false;
+                break;
+            }
+            sleepns(50 * 1000);
+        }
+    }
+    return gen;
+}
+
+static void thaw(uint32_t gen)
+{
+    atomic_store(&thawgen, gen);
+    syscall(SYS_futex, &thawgen, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL,
+            0);
+    atomic_store(&freezegen, 0);
+}
+
+/* ------------------------------------------------------------- printing */
+
+/* onstack - whether sp is on gp's stack, its guard included (an
+ * overflowing G's sp may already be in it). */
+static bool onstack(struct g *gp, uintptr_t sp)
+{
+    return gp != NULL && gp->stk.lo != 0 &&
+           sp >= gp->stk.lo - WEFT__GUARD && sp < gp->stk.hi;
+}
+
+/* header - Go's "goroutine N [status, M minutes]:" line. */
+static RACY void header(struct out *o, struct g *gp, int64_t now)
 {
     uint32_t st = LOAD(&gp->status);
-    if (st == G_DEAD || st == G_IDLE)
-        return;
+    int wr = __atomic_load_n(&gp->waitreason, __ATOMIC_RELAXED);
     puts_(o, "goroutine ");
     puti(o, gp->id);
     puts_(o, " [");
-    if (st == G_WAITING && gp->waitreason != WR_ZERO)
-        puts_(o, weft__waitreason_string(gp->waitreason));
+    if (st == G_WAITING && wr != WR_ZERO)
+        puts_(o, weft__waitreason_string(wr));
     else
         puts_(o, weft__gstatus_string(st));
-    if ((st == G_WAITING || st == G_SYSCALL) && gp->waitsince != 0) {
-        int64_t min = (now - gp->waitsince) / 60000000000LL;
+    int64_t since = gp->waitsince;
+    if ((st == G_WAITING || st == G_SYSCALL) && since > 0) {
+        int64_t min = (now - since) / 60000000000LL;
         if (min >= 1) {
             puts_(o, ", ");
             puti(o, min);
             puts_(o, " minutes");
         }
     }
-    puts_(o, "]:\n");
+    /* A name rides as one more bracket item, which panicparse skips;
+     * characters that would end the item or the header are replaced. */
     if (gp->name != NULL && gp->name[0] != '\0') {
-        puts_(o, "\tname: ");
-        puts_(o, gp->name);
-        puts_(o, "\n");
+        char nm[G_NAME_MAX];
+        size_t i = 0;
+        for (; i + 1 < sizeof nm && gp->name[i]; i++) {
+            char c = gp->name[i];
+            nm[i] = (c == ']' || c == ',' || c == '\n' || c < ' ') ? '_' : c;
+        }
+        nm[i] = '\0';
+        puts_(o, ", name=");
+        puts_(o, nm);
     }
-    if (gp->id != 1) {
-        puts_(o, "created by ");
-        putu(o, gp->spawnpc, 16);
-        puts_(o, " in goroutine ");
-        puti(o, gp->parentid);
-        puts_(o, "\n");
-    }
-    puts_(o, "\n");
+    puts_(o, "]:\n");
 }
 
-/* weft__print_gs - every live G, the current one first. */
-RACY void weft__print_gs(int fd)
+/* srcline - TAB file:line of frame f ("??:0" when unknown). */
+static void srcline(struct out *o, const struct symf *f)
 {
-    struct out o = {.fd = fd};
-    struct m *mp = weft__getm();
-    struct g *cur = mp ? mp->curg : NULL;
-    int64_t now = weft__nanotime();
-    if (cur != NULL)
-        printg(&o, cur, now);
-    size_t n = __atomic_load_n(&weft__allglen, __ATOMIC_ACQUIRE);
-    struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
-    for (size_t i = 0; chunks != NULL && i < n; i++) {
-        struct g *gp = weft__allg(chunks, i);
-        if (gp != cur)
-            printg(&o, gp, now);
-    }
-    flush(&o);
+    puts_(o, "\t");
+    puts_(o, f->file ? f->file : "??");
+    puts_(o, ":");
+    puti(o, f->file ? f->line : 0);
 }
 
+/* frames - the stack t as Go prints it: runtime frames hidden below
+ * TB_SYSTEM (unless that hides them all), fp/sp/pc at TB_SYSTEM. */
+static void frames(struct out *o, const struct tbuf *t, int level)
+{
+    bool sys = level >= TB_SYSTEM;
+    bool any = false;
+    for (int pass = 0; pass < 2 && !any; pass++) {
+        bool all = sys || pass == 1;
+        int printed = 0;
+        for (int i = 0; i < t->n; i++) {
+            const struct sym *s = weft__symbolize(t->pc[i], t->exact[i]);
+            if (s == NULL)
+                continue;
+            for (int k = 0; k < s->n; k++) {
+                const struct symf *f = &s->f[k];
+                if (f->hidden && !all)
+                    continue;
+                if (printed == 100) {
+                    puts_(o, "...additional frames elided...\n");
+                    return;
+                }
+                any = true;
+                printed++;
+                puts_(o, f->func);
+                puts_(o, "(...)\n");
+                srcline(o, f);
+                if (k == s->n - 1) { /* the real function, not inlined */
+                    if (s->off > 0) {
+                        puts_(o, " +");
+                        putu(o, s->off, 16);
+                    }
+                    if (sys) {
+                        uintptr_t fp = i + 1 < t->n ? t->sp[i + 1] : 0;
+                        puts_(o, " fp=");
+                        putu(o, fp, 16);
+                        puts_(o, " sp=");
+                        putu(o, t->sp[i], 16);
+                        puts_(o, " pc=");
+                        putu(o, t->pc[i], 16);
+                    }
+                }
+                puts_(o, "\n");
+            }
+        }
+        if (t->cut && any)
+            puts_(o, "...additional frames elided...\n");
+    }
+}
+
+/* creator - "created by F in goroutine P" and the spawn site. */
+static RACY void creator(struct out *o, struct g *gp)
+{
+    if (gp->parentid == 0 || gp->spawnpc == 0)
+        return;
+    const struct sym *s = weft__symbolize(gp->spawnpc, false);
+    puts_(o, "created by ");
+    puts_(o, s ? s->f[0].func : "??");
+    puts_(o, " in goroutine ");
+    puti(o, gp->parentid);
+    puts_(o, "\n");
+    if (s != NULL) {
+        srcline(o, &s->f[0]);
+        if (s->off > 0 && s->n == 1) {
+            puts_(o, " +");
+            putu(o, s->off, 16);
+        }
+        puts_(o, "\n");
+    } else {
+        puts_(o, "\t??:0\n");
+    }
+}
+
+/* What the dump knows about each frozen M (invariant 3 of the header). */
+struct frozenm {
+    struct m *m;
+    struct g *g; /* the G whose stack its sp is on, or NULL (g0) */
+    const struct tbuf *t;
+};
+
+#define MAXM 1024
+
+struct dump {
+    struct out o;
+    int level;
+    bool allfrozen;
+    int nm;
+    struct frozenm ms[MAXM];
+    struct tbuf scratch;
+    int64_t now;
+};
+
+static struct dump dumpst; /* dump lock */
+
+/* owner - of the two Gs an M may be between (its current G, and the one
+ * it is switching away from), the one whose stack holds sp. */
+static RACY struct g *owner(struct g *a, struct g *b, uintptr_t sp)
+{
+    if (onstack(a, sp))
+        return a;
+    if (onstack(b, sp))
+        return b;
+    return NULL;
+}
+
+static RACY void printg(struct dump *d, struct g *gp, const struct tbuf *t)
+{
+    uint32_t st = LOAD(&gp->status);
+    if (st == G_DEAD || st == G_IDLE)
+        return;
+    header(&d->o, gp, d->now);
+    if (t == NULL) {
+        for (int i = 0; i < d->nm; i++)
+            if (d->ms[i].g == gp)
+                t = d->ms[i].t;
+    }
+    if (t == NULL && (st == G_RUNNING || st == G_SYSCALL) && !d->allfrozen) {
+        puts_(&d->o,
+              "\tgoroutine running on other thread; stack unavailable\n");
+    } else {
+        if (t == NULL) {
+            weft__unwind_ctx(gp, &d->scratch);
+            t = &d->scratch;
+        }
+        frames(&d->o, t, d->level);
+    }
+    creator(&d->o, gp);
+    puts_(&d->o, "\n");
+}
+
+enum {
+    DUMP_G0 = 1,    /* print this thread's own stack as "goroutine 0
+                     * [idle]" when it is not on a G's (SIGQUIT: Go
+                     * prints the signalled M's g0) */
+    DUMP_FATAL = 2, /* no current G: print them all (Go does so for a
+                     * failure outside any goroutine) */
+};
+
+/*
+ * dumpall - the dump proper, under the dump lock. uc: the context this
+ * thread was interrupted in (a signal), or NULL to unwind from here.
+ */
+static RACY int dumpall(int fd, int level, void *uc, int flags)
+{
+    struct dump *d = &dumpst;
+    d->o = (struct out){.fd = fd, .buf = bigbuf, .cap = sizeof bigbuf};
+    d->level = level;
+    d->nm = 0;
+    d->now = weft__nanotime();
+    if (level == TB_NONE)
+        return 0;
+    struct m *self = weft__getm();
+
+    /* This thread's own stack, and the G it belongs to. */
+    static struct tbuf selft;
+    uintptr_t sp;
+    if (uc != NULL) {
+        weft__unwind_uc(uc, &selft);
+        sp = ucsp(uc);
+    } else {
+        weft__unwind_here(&selft);
+        sp = (uintptr_t)__builtin_frame_address(0);
+    }
+    struct g *cur = NULL;
+    if (self != NULL) {
+        cur = owner(self->curg, self->afterg, sp);
+        d->ms[d->nm++] = (struct frozenm){self, cur, &selft};
+    }
+    if (cur == NULL && (flags & DUMP_FATAL) && level == TB_SINGLE)
+        level = d->level = TB_ALL;
+    /* One G needs nobody stopped; all of them need all Ms frozen. */
+    uint32_t gen = 0;
+    d->allfrozen = true;
+    if (level >= TB_ALL)
+        gen = freeze(self, &d->allfrozen);
+    struct m *head = __atomic_load_n(&weft__sched.allm, __ATOMIC_ACQUIRE);
+    for (struct m *mp = head; mp != NULL && d->nm < MAXM; mp = mp->alllink) {
+        if (mp == self ||
+            atomic_load_explicit(&mp->freezeack, memory_order_acquire) != gen)
+            continue;
+        struct g *gp = mp->frozen->n > 0
+                           ? owner(mp->frozeng, mp->frozenafter, mp->frozensp)
+                           : NULL;
+        d->ms[d->nm++] = (struct frozenm){mp, gp, mp->frozen};
+    }
+
+    if (cur != NULL) {
+        printg(d, cur, &selft);
+    } else if ((flags & DUMP_G0) && level >= TB_SYSTEM) {
+        puts_(&d->o, "goroutine 0 [idle]:\n");
+        frames(&d->o, &selft, level);
+        puts_(&d->o, "\n");
+    }
+    if (level >= TB_ALL) {
+        size_t n = __atomic_load_n(&weft__allglen, __ATOMIC_ACQUIRE);
+        struct g **chunks =
+            __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
+        for (size_t i = 0; chunks != NULL && i < n; i++) {
+            struct g *gp = weft__allg(chunks, i);
+            if (gp != cur)
+                printg(d, gp, NULL);
+        }
+    }
+    flush(&d->o);
+    if (gen != 0)
+        thaw(gen);
+    return -d->o.err;
+}
+
+/* weft__dump - dumpall under the dump lock; without the lock (a fault
+ * inside a dump), only a note. */
+static int dump(int fd, int level, void *uc, int flags)
+{
+    if (!dumplock()) {
+        static const char msg[] =
+            "weft: another dump is in progress or faulted; no traceback\n";
+        if (write(fd, msg, sizeof msg - 1) < 0)
+            return -errno;
+        return 0;
+    }
+    int r = dumpall(fd, level, uc, flags);
+    dumpunlock();
+    return r;
+}
+
+/* weft__print_gs - every G at the WEFTTRACEBACK level, at least all. */
+void weft__print_gs(int fd)
+{
+    int level = weft__debug.traceback;
+    dump(fd, level < TB_ALL ? TB_ALL : level, NULL, 0);
+}
+
+WEFT_EXTERN int weft_dump(int fd, int level)
+{
+    if (level < WEFT_DUMP_SINGLE || level > WEFT_DUMP_SYSTEM)
+        return WEFT_EINVAL;
+    if (!weft__runtime_on())
+        return WEFT_ENORUNTIME;
+    if (fd < 0)
+        return WEFT_EBADF;
+    return dump(fd, level, NULL, 0);
+}
+
+/* ---------------------------------------------------------- fatal paths */
+
+/* fatalexit - after a fatal report: WEFTTRACEBACK=crash aborts (for a
+ * core dump), anything else exits with status 2, as Go. */
+static _Noreturn void fatalexit(void)
+{
+    if (weft__debug.traceback == TB_CRASH) {
+        signal(SIGABRT, SIG_DFL);
+        sigset_t s;
+        sigemptyset(&s);
+        sigaddset(&s, SIGABRT);
+        sigprocmask(SIG_UNBLOCK, &s, NULL);
+        abort();
+    }
+    _exit(2);
+}
+
+static void schedtrace_on_fatal(void)
+{
+    if (weft__debug.schedtrace > 0 || weft__debug.scheddetail)
+        weft__schedtrace(true);
+}
+
+/* A runtime invariant broke: Go's throw prints every goroutine with its
+ * runtime frames (unless WEFTTRACEBACK=none). */
 _Noreturn void weft__throw(const char *msg)
 {
-    struct out o = {.fd = 2};
+    struct out o = {.fd = 2, .buf = (char[256]){0}, .cap = 256};
     puts_(&o, "fatal error: ");
     puts_(&o, msg);
     puts_(&o, "\n\n");
     flush(&o);
-    weft__print_gs(2);
-    signal(SIGABRT, SIG_DFL);
-    abort();
+    schedtrace_on_fatal();
+    if (weft__debug.traceback != TB_NONE)
+        dump(2, weft__debug.traceback < TB_SYSTEM ? TB_SYSTEM
+                                                  : weft__debug.traceback,
+             NULL, DUMP_FATAL);
+    fatalexit();
 }
 
-/* weft__fatal_deadlock - Go's report when no G can ever run again. */
+/* weft__fatal_deadlock - Go's report when no G can ever run again: every
+ * G with user frames (Go's deadlock throw shows no runtime frames). */
 _Noreturn void weft__fatal_deadlock(void)
 {
-    struct out o = {.fd = 2};
+    struct out o = {.fd = 2, .buf = (char[128]){0}, .cap = 128};
     puts_(&o, "fatal error: all goroutines are asleep - deadlock!\n\n");
     flush(&o);
-    weft__print_gs(2);
-    _exit(2);
+    if (weft__debug.traceback != TB_NONE)
+        dump(2, weft__debug.traceback < TB_ALL ? TB_ALL
+                                               : weft__debug.traceback,
+             NULL, DUMP_FATAL);
+    fatalexit();
 }
 
 /* --------------------------------------------------------------- signals */
 
-static const int fatalsigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+static const int fatalsigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
 #define NFATAL (sizeof fatalsigs / sizeof fatalsigs[0])
 static struct sigaction oldact[NFATAL];
-static bool installed;
+static struct sigaction oldquit, oldpipe;
+static bool installed, quitset, pipeset, urgset;
 
 static const char *signame(int sig)
 {
@@ -183,11 +647,100 @@ static const char *signame(int sig)
         return "SIGFPE: floating-point exception";
     case SIGILL:
         return "SIGILL: illegal instruction";
+    case SIGABRT:
+        return "SIGABRT: abort";
+    case SIGQUIT:
+        return "SIGQUIT: quit";
     }
     return "signal";
 }
 
-static RACY void sighandler(int sig, siginfo_t *info, void *uctx)
+/* regs - Go's register dump after a signal report. */
+static void regs(void *ucv)
+{
+    struct out o = {.fd = 2, .buf = (char[2048]){0}, .cap = 2048};
+    ucontext_t *uc = ucv;
+#if defined(__x86_64__)
+    static const struct {
+        const char *name;
+        int reg;
+    } r[] = {{"rax    ", REG_RAX}, {"rbx    ", REG_RBX}, {"rcx    ", REG_RCX},
+             {"rdx    ", REG_RDX}, {"rdi    ", REG_RDI}, {"rsi    ", REG_RSI},
+             {"rbp    ", REG_RBP}, {"rsp    ", REG_RSP}, {"r8     ", REG_R8},
+             {"r9     ", REG_R9},  {"r10    ", REG_R10}, {"r11    ", REG_R11},
+             {"r12    ", REG_R12}, {"r13    ", REG_R13}, {"r14    ", REG_R14},
+             {"r15    ", REG_R15}, {"rip    ", REG_RIP}, {"rflags ", REG_EFL}};
+    for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
+        puts_(&o, r[i].name);
+        putu(&o, (uint64_t)uc->uc_mcontext.gregs[r[i].reg], 16);
+        puts_(&o, "\n");
+    }
+    uint64_t csgsfs = (uint64_t)uc->uc_mcontext.gregs[REG_CSGSFS];
+    puts_(&o, "cs     ");
+    putu(&o, csgsfs & 0xffff, 16);
+    puts_(&o, "\nfs     ");
+    putu(&o, (csgsfs >> 32) & 0xffff, 16);
+    puts_(&o, "\ngs     ");
+    putu(&o, (csgsfs >> 16) & 0xffff, 16);
+    puts_(&o, "\n");
+#elif defined(__aarch64__)
+    for (int i = 0; i < 31; i++) {
+        char name[8] = "r";
+        int k = 1;
+        if (i >= 10)
+            name[k++] = (char)('0' + i / 10);
+        name[k++] = (char)('0' + i % 10);
+        while (k < 7)
+            name[k++] = ' ';
+        name[k] = '\0';
+        puts_(&o, name);
+        putu(&o, uc->uc_mcontext.regs[i], 16);
+        puts_(&o, "\n");
+    }
+    puts_(&o, "sp     ");
+    putu(&o, uc->uc_mcontext.sp, 16);
+    puts_(&o, "\npc     ");
+    putu(&o, uc->uc_mcontext.pc, 16);
+    puts_(&o, "\n");
+#endif
+    flush(&o);
+}
+
+/* preamble - "SIGQUIT: quit" / "PC=0x… m=N sigcode=N". */
+static RACY void preamble(struct out *o, int sig, siginfo_t *info, void *uc)
+{
+    struct m *mp = weft__getm();
+    puts_(o, signame(sig));
+    puts_(o, "\nPC=");
+    putu(o, ucpc(uc), 16);
+    puts_(o, " m=");
+    puti(o, mp ? mp->id : -1);
+    puts_(o, " sigcode=");
+    puti(o, info->si_code);
+    if (sig == SIGSEGV || sig == SIGBUS) {
+        puts_(o, " addr=");
+        putu(o, (uintptr_t)info->si_addr, 16);
+    }
+    puts_(o, "\n\n");
+}
+
+static RACY void quithandler(int sig, siginfo_t *info, void *uc)
+{
+    int saved = errno;
+    struct out o = {.fd = 2, .buf = (char[256]){0}, .cap = 256};
+    preamble(&o, sig, info, uc);
+    flush(&o);
+    /* As in Go, SIGQUIT shows everything whatever WEFTTRACEBACK says. */
+    dump(2, TB_SYSTEM, uc, DUMP_G0);
+    if (weft__debug.sigquitcontinue) {
+        errno = saved;
+        return;
+    }
+    regs(uc);
+    fatalexit();
+}
+
+static RACY void sighandler(int sig, siginfo_t *info, void *uc)
 {
     struct m *mp = weft__getm();
     struct g *gp = mp ? mp->curg : NULL;
@@ -198,7 +751,7 @@ static RACY void sighandler(int sig, siginfo_t *info, void *uctx)
 
     if (gp != NULL && (sig == SIGSEGV || sig == SIGBUS) &&
         weft__stack_guard_hit(&gp->stk, addr)) {
-        struct out o = {.fd = 2};
+        struct out o = {.fd = 2, .buf = (char[512]){0}, .cap = 512};
         puts_(&o, "runtime: goroutine ");
         puti(&o, gp->id);
         puts_(&o, " stack overflow: stack size ");
@@ -216,44 +769,50 @@ static RACY void sighandler(int sig, siginfo_t *info, void *uctx)
         putu(&o, gp->stk.hi - gp->stk.lo, 10);
         puts_(&o, " bytes\n\n");
         flush(&o);
-        weft__print_gs(2);
-        _exit(2);
+        /* Go prints a runtime fault with every goroutine. */
+        int level = weft__debug.traceback;
+        if (level != TB_NONE)
+            dump(2, level < TB_ALL ? TB_ALL : level, uc, DUMP_FATAL);
+        fatalexit();
     }
 
-    /* Not a weft stack overflow: defer to whoever handled it before. */
-    struct sigaction *old = idx < NFATAL ? &oldact[idx] : NULL;
-    if (mp == NULL ||
-        (old != NULL && old->sa_handler != SIG_DFL &&
-         old->sa_handler != SIG_IGN)) {
-        if (old != NULL && (old->sa_flags & SA_SIGINFO) &&
-            old->sa_sigaction != NULL) {
-            old->sa_sigaction(sig, info, uctx);
-            return;
-        }
-        if (old != NULL && old->sa_handler != SIG_DFL &&
-            old->sa_handler != SIG_IGN) {
+    /* Not a weft stack overflow: defer to whoever handled it before,
+     * and off the Ms to the default action (re-raised: blocked until we
+     * return, then it kills, whether the signal was a fault or a kill). */
+    struct sigaction *old = &oldact[idx < NFATAL ? idx : 0];
+    bool prev = (old->sa_flags & SA_SIGINFO) ? old->sa_sigaction != NULL
+                                             : (old->sa_handler != SIG_DFL &&
+                                                old->sa_handler != SIG_IGN);
+    if (prev) {
+        if (old->sa_flags & SA_SIGINFO)
+            old->sa_sigaction(sig, info, uc);
+        else
             old->sa_handler(sig);
-            return;
-        }
+        return;
+    }
+    if (mp == NULL) {
         signal(sig, SIG_DFL);
-        return; /* the fault repeats with the default action */
+        raise(sig);
+        return;
     }
 
-    struct out o = {.fd = 2};
-    puts_(&o, "fatal error: unexpected signal\n[signal ");
+    struct out o = {.fd = 2, .buf = (char[512]){0}, .cap = 512};
+    puts_(&o, "fatal error: unexpected signal\n\n[signal ");
     puts_(&o, signame(sig));
     puts_(&o, " code=");
     putu(&o, (uint64_t)(uint32_t)info->si_code, 16);
     puts_(&o, " addr=");
     putu(&o, addr, 16);
+    puts_(&o, " pc=");
+    putu(&o, ucpc(uc), 16);
     puts_(&o, "]\n\n");
     flush(&o);
-    weft__print_gs(2);
-    _exit(2);
+    schedtrace_on_fatal();
+    dump(2, weft__debug.traceback, uc, DUMP_FATAL);
+    if (weft__debug.traceback >= TB_SYSTEM)
+        regs(uc);
+    fatalexit();
 }
-
-static struct sigaction oldpipe;
-static bool pipeset;
 
 void weft__signals_install(void)
 {
@@ -264,6 +823,28 @@ void weft__signals_install(void)
     sigfillset(&sa.sa_mask);
     for (size_t i = 0; i < NFATAL; i++)
         sigaction(fatalsigs[i], &sa, &oldact[i]);
+
+    /* SIGURG freezes Ms for a dump; it restarts what it interrupts. */
+    struct sigaction fz;
+    memset(&fz, 0, sizeof fz);
+    fz.sa_sigaction = freezehandler;
+    fz.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigemptyset(&fz.sa_mask);
+    urgset = sigaction(FREEZE_SIG, &fz, &oldurg) == 0;
+
+    /* Ctrl+\ dumps, unless the program has its own use for SIGQUIT. */
+    sigaction(SIGQUIT, NULL, &oldquit);
+    if (oldquit.sa_handler == SIG_DFL && !(oldquit.sa_flags & SA_SIGINFO)) {
+        struct sigaction q;
+        memset(&q, 0, sizeof q);
+        q.sa_sigaction = quithandler;
+        q.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+        sigfillset(&q.sa_mask);
+        sigdelset(&q.sa_mask, SIGSEGV);
+        sigdelset(&q.sa_mask, SIGBUS);
+        quitset = sigaction(SIGQUIT, &q, NULL) == 0;
+    }
+
     /* A write to a dead peer is an error (-EPIPE), not a process exit,
      * as in Go; a handler the program installed itself is left alone. */
     sigaction(SIGPIPE, NULL, &oldpipe);
@@ -283,31 +864,38 @@ void weft__signals_restore(void)
         return;
     for (size_t i = 0; i < NFATAL; i++)
         sigaction(fatalsigs[i], &oldact[i], NULL);
+    if (urgset)
+        sigaction(FREEZE_SIG, &oldurg, NULL);
+    if (quitset)
+        sigaction(SIGQUIT, &oldquit, NULL);
     if (pipeset)
         sigaction(SIGPIPE, &oldpipe, NULL);
-    pipeset = false;
+    urgset = quitset = pipeset = false;
     installed = false;
 }
 
 int weft__sigstack_init(struct m *mp)
 {
+    void *p = mmap(NULL, SIGSTACK_SIZE, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return WEFT_ENOMEM;
+    mp->frozen = malloc(sizeof *mp->frozen);
+    if (mp->frozen == NULL) {
+        munmap(p, SIGSTACK_SIZE);
+        return WEFT_ENOMEM;
+    }
+    mp->frozen->n = 0;
+    mp->sigstack = p;
     mp->sigstacksize = SIGSTACK_SIZE;
-    mp->sigstack = malloc(SIGSTACK_SIZE);
-    return mp->sigstack ? 0 : WEFT_ENOMEM;
+    return 0;
 }
 
 void weft__sigstack_fini(struct m *mp)
 {
-    free(mp->sigstack);
+    if (mp->sigstack != NULL)
+        munmap(mp->sigstack, mp->sigstacksize);
+    free(mp->frozen);
     mp->sigstack = NULL;
-}
-
-WEFT_EXTERN int weft_dump(int fd, int level)
-{
-    if (level < WEFT_DUMP_SINGLE || level > WEFT_DUMP_SYSTEM)
-        return WEFT_EINVAL;
-    if (!weft__runtime_on())
-        return WEFT_ENORUNTIME;
-    weft__print_gs(fd);
-    return 0;
+    mp->frozen = NULL;
 }

@@ -34,6 +34,11 @@ weft__ctx_switch:
     stp d14, d15, [sp, #144]
     mov x2, sp
     str x2, [x0]
+    /* A parked G's context is unwound as if it stood here (see
+     * context_x86_64.S). */
+    .globl weft__ctx_switch_saved
+    .hidden weft__ctx_switch_saved
+weft__ctx_switch_saved:
     ldr x2, [x1]
     mov sp, x2
     ldp x19, x20, [sp, #0]

@@ -40,6 +40,11 @@ weft__ctx_switch:
     .cfi_adjust_cfa_offset 8
     .cfi_rel_offset %r15, 0
     movq %rsp, (%rdi)
+    /* A parked G's context is unwound as if it stood here: rsp is the
+     * saved sp and the CFI above says where everything else is. */
+    .globl weft__ctx_switch_saved
+    .hidden weft__ctx_switch_saved
+weft__ctx_switch_saved:
     /* From here rsp is the other context's, whose frame has the same
      * layout, so the CFI above still describes it. */
     movq (%rsi), %rsp

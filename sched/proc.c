@@ -1238,6 +1238,10 @@ static void *mstart(void *arg)
     g0init(mp);
     stack_t ss = {.ss_sp = mp->sigstack, .ss_size = mp->sigstacksize};
     sigaltstack(&ss, NULL);
+    /* Visible to dumps from here; a dump already freezing is joined
+     * before this M runs anything (dump.c). */
+    atomic_store(&mp->tid, (int32_t)gettid());
+    weft__freeze_self(mp);
     if (mp->nextp != NULL) {
         acquirep(mp, mp->nextp);
         mp->nextp = NULL;
@@ -1249,6 +1253,7 @@ static void *mstart(void *arg)
         (void)pp; /* Ps are freed by weft_main after every M is gone */
         weft__unlock(&weft__sched.lock);
     }
+    atomic_store(&mp->tid, 0);
     ss.ss_flags = SS_DISABLE;
     sigaltstack(&ss, NULL);
     tls_m = NULL;

@@ -156,6 +156,7 @@ struct ctx {
 
 void weft__ctx_switch(struct ctx *save, struct ctx *load);
 void weft__ctx_start(void); /* entry trampoline, see context_*.S */
+void weft__ctx_switch_saved(void); /* where a saved context stands */
 /* Prepare ctx so switching to it calls entry(arg) on [lo, hi). */
 void weft__ctx_make(struct ctx *c, uintptr_t hi, void (*entry)(void *),
                     void *arg);
@@ -406,7 +407,17 @@ struct m {
     bool (*afterunlock)(struct g *gp, void *arg);
     void *afterarg;
 
-    void *sigstack;            /* sigaltstack for fatal signals */
+    /* A dump's freeze (traceback.c): the thread id (0 until the thread
+     * runs, and after it ends), the freeze generation this M answered,
+     * and what its signal handler found: the interrupted sp, the Gs
+     * that may own that stack, and the stack unwound from there. */
+    _Atomic int32_t tid;
+    _Atomic uint32_t freezeack;
+    uintptr_t frozensp;
+    struct g *frozeng, *frozenafter;
+    struct tbuf *frozen;
+
+    void *sigstack;            /* sigaltstack for signals (dumps too) */
     size_t sigstacksize;
     void *g0_asan_fake;
     void *g0_tsan_fiber;
@@ -588,12 +599,44 @@ void weft__sysmon_wake(void);
 /* netpoll_epoll.c (see netpoll.h for the contract) */
 #include "netpoll.h"
 
+/* traceback.c: stacks as PCs (libunwind) and PCs as source (libdw).
+ * Only dump.c calls these, holding the dump lock (weft__dump_lock). */
+#define TB_MAX 101 /* frames kept; a longer stack prints elided */
+struct tbuf {
+    int n;
+    bool cut;                /* the stack went on past TB_MAX */
+    uintptr_t pc[TB_MAX];
+    uintptr_t sp[TB_MAX];
+    bool exact[TB_MAX];      /* pc is where it stopped, not a return
+                              * address (frame 0, after a signal frame) */
+};
+void weft__unwind_ctx(struct g *gp, struct tbuf *t);
+void weft__unwind_uc(void *uc, struct tbuf *t);
+void weft__unwind_here(struct tbuf *t);
+/* One source frame at a pc: an inlined call chain gives several, the
+ * innermost first; only the last (the real function) has an offset. */
+struct symf {
+    const char *func;  /* never NULL ("??" when unknown) */
+    const char *file;  /* absolute .c/.s path, or NULL: print "??:0" */
+    int line;
+    bool hidden;       /* weft's own code: shown at WEFT_DUMP_SYSTEM */
+};
+struct sym {
+    uintptr_t key;
+    uintptr_t off;     /* pc - the function's entry */
+    int n;
+    struct symf f[];
+};
+const struct sym *weft__symbolize(uintptr_t pc, bool exact);
+bool weft__tb_available(void); /* built with libunwind */
+
 /* dump.c */
 void weft__signals_install(void);
 void weft__signals_restore(void);
 int weft__sigstack_init(struct m *mp);
 void weft__sigstack_fini(struct m *mp);
 void weft__print_gs(int fd);
+void weft__freeze_self(struct m *mp);
 _Noreturn void weft__fatal_deadlock(void);
 
 /* debugvars.c: WEFTDEBUG and WEFTTRACEBACK, parsed once by weft_main
@@ -611,5 +654,8 @@ void weft__debug_parse(void);
 /* schedtrace.c: one schedtrace report to stderr (detail: scheddetail's
  * P, M and G lines too). sysmon calls it every schedtrace ms. */
 void weft__schedtrace(bool detail);
+/* Forget the first call's time: the next report is "SCHED 0ms" again
+ * (weft__debug_parse calls it, so each runtime counts from its start). */
+void weft__schedtrace_reset(void);
 
 #endif /* WEFT_RUNTIME_H */

@@ -15,18 +15,32 @@
  *  5. polls the network when nobody has for 10 ms and some G waits on
  *     an fd (busy Ps poll only when they run out of work);
  *  6. every second, gives back the memory of stacks cached on the global
- *     free list for a full period (MADV_DONTNEED, top page kept).
+ *     free list for a full period (MADV_DONTNEED, top page kept);
+ *  7. with WEFTDEBUG=schedtrace=MS, prints a schedtrace report
+ *     (schedtrace.c) when MS have passed since the last one, the first
+ *     on its first tick, as Go's sysmon does.
  * The tick starts at 20 us and doubles after 50 idle ticks, up to 10 ms.
  * When every P is idle, sysmon trims the free stacks and sleeps on
  * sched.sysmonnote until a P is taken (pidleget) or the runtime exits.
+ * While schedtrace is on, no sleep, tick or idle, lasts past the next
+ * report's time (Go instead never deep-sleeps then): the idle sleep has a
+ * timeout, and a timed-out sleeper withdraws its sysmonwait with the same
+ * exchange a waker uses to claim it, so exactly one of them owns the
+ * wake-up (a waker that won is waited for: the note must not be left
+ * set for the next sleep's clear to race with). With schedtrace off,
+ * sysmon does exactly what it did without it (one branch per tick).
  *
  * sysmon reads P and G fields racily; it only acts through CAS (P status)
  * and atomic flags (g.preempt), and G descriptors are never freed while
  * the runtime runs, so a stale read is harmless.
  */
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "runtime.h"
+#include "sanitizer.h"
 
 extern _Atomic int64_t weft__coarsenow;
 
@@ -38,6 +52,23 @@ extern _Atomic int64_t weft__coarsenow;
 
 static pthread_t sysmon_thread;
 static _Atomic bool sysmon_stop;
+
+/* notetsleep - weft__notesleep with a timeout (lock.c's note has none):
+ * sleep until n is woken (true) or ns have passed (false). The note's
+ * protocol is lock.c's: key 0 clear, 1 woken, one sleeper. */
+static bool notetsleep(note *n, int64_t ns)
+{
+    int64_t end = weft__nanotime() + ns;
+    while (LOADACQ(&n->key) == 0) {
+        int64_t left = end - weft__nanotime();
+        if (left <= 0)
+            return false;
+        struct timespec ts = {left / 1000000000, left % 1000000000};
+        syscall(SYS_futex, &n->key, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
+    }
+    weft__tsan_acquire(n); /* pairs with notewakeup's release */
+    return true;
+}
 
 void weft__sysmon_wake(void)
 {
@@ -139,6 +170,10 @@ static void *sysmon(void *arg)
 {
     (void)arg;
     int64_t delay = 20000, lasttrim = weft__nanotime();
+    /* weft__debug is set before this thread starts and fixed after. */
+    const int64_t traceperiod = (int64_t)weft__debug.schedtrace * 1000000;
+    const bool tracedetail = weft__debug.scheddetail;
+    int64_t lasttrace = 0; /* 0: no report yet, one is due at once */
     uint32_t idle = 0;
     while (!LOAD(&sysmon_stop)) {
         if (idle == 0)
@@ -146,11 +181,23 @@ static void *sysmon(void *arg)
         else if (idle > 50 && delay < 10000000)
             delay *= 2;
         struct timespec ts = {0, delay};
+        if (traceperiod > 0 && lasttrace != 0) {
+            /* Wake in time for the next report. */
+            int64_t left = lasttrace + traceperiod - weft__nanotime();
+            if (left < delay)
+                ts.tv_nsec = left > 0 ? left : 0;
+        }
         nanosleep(&ts, NULL);
         if (LOAD(&sysmon_stop))
             break;
         int64_t now = weft__nanotime();
         STORE(&weft__coarsenow, now);
+
+        if (traceperiod > 0 &&
+            (lasttrace == 0 || lasttrace + traceperiod <= now)) {
+            lasttrace = now;
+            weft__schedtrace(tracedetail);
+        }
 
         if (LOAD(&weft__sched.npidle) == weft__gomaxprocs) {
             trimstacks(now, 0);
@@ -162,7 +209,14 @@ static void *sysmon(void *arg)
                 STORE(&weft__sched.sysmonwait, true);
             }
             weft__unlock(&weft__sched.lock);
-            if (sleep) {
+            if (sleep && traceperiod > 0) {
+                /* Until the next report at most (see the top). */
+                int64_t left = lasttrace + traceperiod - weft__nanotime();
+                if (!notetsleep(&weft__sched.sysmonnote, left) &&
+                    !atomic_exchange(&weft__sched.sysmonwait, false))
+                    weft__notesleep(&weft__sched.sysmonnote);
+                STORE(&weft__coarsenow, weft__nanotime());
+            } else if (sleep) {
                 weft__notesleep(&weft__sched.sysmonnote);
                 STORE(&weft__coarsenow, weft__nanotime());
             }
