@@ -30,7 +30,7 @@
  * or any fault while a previous handler was installed, like a
  * sanitizer's) are passed to the previous handler; a guard-page hit is
  * always reported by weft, since only weft knows it is a stack overflow.
- * SIGQUIT is taken only if its disposition was the default. While the
+ * SIGQUIT is taken unless the program has its own handler. While the
  * runtime runs, SIGPIPE is ignored unless the program set its own
  * disposition, so fd calls report -EPIPE instead.
  */
@@ -436,6 +436,43 @@ static RACY struct g *owner(struct g *a, struct g *b, uintptr_t sp)
     return NULL;
 }
 
+/* parked - a parked G's stack: from its cache if it has not run since
+ * the last dump read it (a parked G's stack cannot change), else
+ * unwound and cached. Keeps a second dump of 100k idle Gs cheap. */
+static RACY const struct tbuf *parked(struct dump *d, struct g *gp)
+{
+    struct tbuf *t = &d->scratch;
+    uint32_t runs = __atomic_load_n(&gp->runs, __ATOMIC_RELAXED);
+    struct gtrace *c = gp->tbcache;
+    if (c != NULL && c->runs == runs) {
+        t->n = (int)c->n;
+        t->cut = false;
+        for (int i = 0; i < t->n; i++) {
+            t->pc[i] = c->f[i];
+            t->sp[i] = c->f[c->n + (uint32_t)i];
+            t->exact[i] = i == 0;
+        }
+        return t;
+    }
+    weft__unwind_ctx(gp, t);
+    if (t->cut || t->n == 0)
+        return t;
+    if (c == NULL || c->n < (uint32_t)t->n) {
+        free(c);
+        c = malloc(sizeof *c + 2 * (size_t)t->n * sizeof c->f[0]);
+        gp->tbcache = c;
+        if (c == NULL)
+            return t;
+    }
+    c->runs = runs;
+    c->n = (uint32_t)t->n;
+    for (int i = 0; i < t->n; i++) {
+        c->f[i] = t->pc[i];
+        c->f[c->n + (uint32_t)i] = t->sp[i];
+    }
+    return t;
+}
+
 static RACY void printg(struct dump *d, struct g *gp, const struct tbuf *t)
 {
     uint32_t st = LOAD(&gp->status);
@@ -451,10 +488,8 @@ static RACY void printg(struct dump *d, struct g *gp, const struct tbuf *t)
         puts_(&d->o,
               "\tgoroutine running on other thread; stack unavailable\n");
     } else {
-        if (t == NULL) {
-            weft__unwind_ctx(gp, &d->scratch);
-            t = &d->scratch;
-        }
+        if (t == NULL)
+            t = parked(d, gp);
         frames(&d->o, t, d->level);
     }
     creator(&d->o, gp);
@@ -832,9 +867,12 @@ void weft__signals_install(void)
     sigemptyset(&fz.sa_mask);
     urgset = sigaction(FREEZE_SIG, &fz, &oldurg) == 0;
 
-    /* Ctrl+\ dumps, unless the program has its own use for SIGQUIT. */
+    /* Ctrl+\ dumps, unless the program has its own handler for SIGQUIT.
+     * An inherited SIG_IGN is overridden, as Go does (a shell starts
+     * background jobs with SIGQUIT ignored). */
     sigaction(SIGQUIT, NULL, &oldquit);
-    if (oldquit.sa_handler == SIG_DFL && !(oldquit.sa_flags & SA_SIGINFO)) {
+    if (!(oldquit.sa_flags & SA_SIGINFO) &&
+        (oldquit.sa_handler == SIG_DFL || oldquit.sa_handler == SIG_IGN)) {
         struct sigaction q;
         memset(&q, 0, sizeof q);
         q.sa_sigaction = quithandler;

@@ -35,9 +35,10 @@
  *    syscalltick, m (its M), runqsize (ring + runnext, as above),
  *    gfreecnt (dead Gs cached for reuse), timerslen (its timer heap).
  *  - M: p (the P it holds, if that P also names it), curg (the G it
- *    runs), spinning, blocked (it holds no P and runs no G: parked, or
- *    asleep in the poller). mallocing, throwing, locks, dying are 0,
- *    preemptoff empty and lockedg nil: weft has none of those.
+ *    runs), spinning, blocked (it holds no P, runs no G and is not
+ *    spinning: parked, or asleep in the poller). mallocing, throwing,
+ *    locks, dying are 0, preemptoff empty and lockedg nil: weft has none
+ *    of those.
  *  - G: status (Go's numbers: 1 runnable, 2 running, 3 syscall,
  *    4 waiting, 6 dead), then the wait reason in parentheses, which, as
  *    in Go, is the last one set and may be stale for a G that is not
@@ -247,7 +248,7 @@ static RACY void print_ms(struct line *l)
                  "spinning=");
         putb(l, LOAD(&mp->spinning));
         puts_(l, " blocked=");
-        putb(l, pp == NULL && gp == NULL);
+        putb(l, pp == NULL && gp == NULL && !LOAD(&mp->spinning));
         puts_(l, " lockedg=nil");
         endline(l);
     }

@@ -83,6 +83,11 @@ static void walk(unw_cursor_t *c, struct tbuf *t, bool exact0)
         t->sp[t->n] = (uintptr_t)sp;
         t->exact[t->n] = exact;
         t->n++;
+        /* A coroutine's first frame: nothing above it. Stopping here
+         * also spares libunwind's probe past the undefined return
+         * address (a mincore and a pipe write per stack). */
+        if ((uintptr_t)ip - (uintptr_t)weft__ctx_start < 16)
+            break;
         /* The frame after a signal frame stopped where it was. */
         exact = unw_is_signal_frame(c) > 0;
         if (unw_step(c) <= 0)

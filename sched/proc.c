@@ -148,6 +148,7 @@ static inline __attribute__((always_inline)) void execute(struct m *mp, struct g
     struct p *pp = mp->p;
     __atomic_store_n(&mp->curg, gp, __ATOMIC_RELAXED);
     STORE(&gp->status, G_RUNNING);
+    __atomic_store_n(&gp->runs, gp->runs + 1, __ATOMIC_RELAXED);
     STORE(&pp->schedtick, LOAD(&pp->schedtick) + 1);
     if (unlikely(LOAD(&gp->preempt)) &&
         atomic_exchange_explicit(&gp->preempt, 0, memory_order_relaxed))
@@ -1411,6 +1412,7 @@ static void freeall(void)
             __tsan_destroy_fiber(gp->tsan_fiber);
         weft__stack_free(&gp->stk);
         free(gp->name);
+        free(gp->tbcache);
     }
     for (size_t c = 0; !abandoned && c * ALLG_CHUNK < weft__allglen; c++)
         free(weft__allgchunks[c]);

@@ -214,6 +214,9 @@ struct g {
     void *asan_fake;       /* sanitizer fiber state */
     void *tsan_fiber;
     unsigned vg_stack;     /* valgrind stack id */
+    uint32_t runs;         /* owner: times it was switched in; a dump's
+                            * cached stack (tbcache) is good while equal */
+    struct gtrace *tbcache; /* dump lock: the stack the last dump read */
     char *name;            /* G_NAME_MAX bytes, allocated at the first named
                             * spawn and kept with the descriptor (dumps
                             * read it racily); "" or NULL: unnamed */
@@ -609,6 +612,12 @@ struct tbuf {
     uintptr_t sp[TB_MAX];
     bool exact[TB_MAX];      /* pc is where it stopped, not a return
                               * address (frame 0, after a signal frame) */
+};
+/* A parked G's stack as the last dump read it (dump.c). */
+struct gtrace {
+    uint32_t runs; /* gp->runs when read */
+    uint32_t n;
+    uintptr_t f[];  /* n pcs, then n sps */
 };
 void weft__unwind_ctx(struct g *gp, struct tbuf *t);
 void weft__unwind_uc(void *uc, struct tbuf *t);
