@@ -35,6 +35,7 @@
  *  3. Reads of G stacks happen only while every M that could resume the
  *     G is frozen (dump.c), so the stack cannot change under libunwind.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
