@@ -35,6 +35,7 @@
  * disposition, so fd calls report -EPIPE instead.
  */
 #include <linux/futex.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -508,7 +509,8 @@ enum {
  * dumpall - the dump proper, under the dump lock. uc: the context this
  * thread was interrupted in (a signal), or NULL to unwind from here.
  */
-static RACY int dumpall(int fd, int level, void *uc, int flags)
+static RACY int dumpall(int fd, int level, void *uc, int flags,
+                        struct m *self)
 {
     struct dump *d = &dumpst;
     d->o = (struct out){.fd = fd, .buf = bigbuf, .cap = sizeof bigbuf};
@@ -517,7 +519,6 @@ static RACY int dumpall(int fd, int level, void *uc, int flags)
     d->now = weft__nanotime();
     if (level == TB_NONE)
         return 0;
-    struct m *self = weft__getm();
 
     /* This thread's own stack, and the G it belongs to. */
     static struct tbuf selft;
@@ -575,9 +576,9 @@ static RACY int dumpall(int fd, int level, void *uc, int flags)
     return -d->o.err;
 }
 
-/* weft__dump - dumpall under the dump lock; without the lock (a fault
+/* lockeddump - dumpall under the dump lock; without the lock (a fault
  * inside a dump), only a note. */
-static int dump(int fd, int level, void *uc, int flags)
+static int lockeddump(int fd, int level, void *uc, int flags, struct m *self)
 {
     if (!dumplock()) {
         static const char msg[] =
@@ -586,9 +587,85 @@ static int dump(int fd, int level, void *uc, int flags)
             return -errno;
         return 0;
     }
-    int r = dumpall(fd, level, uc, flags);
+    int r = dumpall(fd, level, uc, flags, self);
     dumpunlock();
     return r;
+}
+
+/*
+ * The dumper thread: a signal handler (SIGQUIT, a fault) does not dump
+ * itself but hands the dump to this thread and waits, so symbolizing
+ * (libdw allocates) runs on a plain thread with a full-size stack, not
+ * inside a handler on a sigaltstack. The handler's context stays valid
+ * while it waits, and the dump unwinds the handler's thread from it.
+ */
+static struct {
+    pthread_t thread;
+    bool started;
+    _Atomic int32_t tid;
+    _Atomic uint32_t req, done; /* futex words: req != done: work */
+    bool quit;
+    int fd, level, flags, result;
+    void *uc;
+    struct m *self;
+} dt;
+
+static void *dumperthread(void *arg)
+{
+    atomic_store(&dt.tid, (int32_t)gettid_());
+    sigset_t all;
+    sigfillset(&all);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
+    pthread_sigmask(SIG_SETMASK, &all, NULL); /* not a SIGQUIT target */
+    for (;;) {
+        uint32_t r = atomic_load(&dt.req);
+        if (r == atomic_load(&dt.done)) {
+            if (__atomic_load_n(&dt.quit, __ATOMIC_ACQUIRE))
+                return NULL;
+            futexwait(&dt.req, r, 1000 * 1000 * 1000L);
+            continue;
+        }
+        dt.result = lockeddump(dt.fd, dt.level, dt.uc, dt.flags, dt.self);
+        atomic_store(&dt.done, r);
+        syscall(SYS_futex, &dt.done, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL,
+                NULL, 0);
+    }
+}
+
+/* dump - write the dump. From a signal handler (uc set) it runs on the
+ * dumper thread, one request at a time (the dump lock orders them), unless
+ * that thread is the one that faulted or does not exist. */
+static int dump(int fd, int level, void *uc, int flags)
+{
+    struct m *self = weft__getm();
+    if (uc == NULL || !dt.started || atomic_load(&dt.tid) == gettid_())
+        return lockeddump(fd, level, uc, flags, self);
+    static _Atomic int32_t slot; /* one handler at a time posts */
+    int64_t end = weft__nanotime() + LOCK_WAIT;
+    int32_t z = 0;
+    while (!atomic_compare_exchange_strong(&slot, &z, 1)) {
+        if (weft__nanotime() > end)
+            return lockeddump(fd, level, uc, flags, self);
+        z = 0;
+        sleepns(1000 * 1000);
+    }
+    dt.fd = fd;
+    dt.level = level;
+    dt.flags = flags;
+    dt.uc = uc;
+    dt.self = self;
+    uint32_t r = atomic_load(&dt.req) + 1;
+    atomic_store(&dt.req, r);
+    syscall(SYS_futex, &dt.req, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    uint32_t d;
+    while ((d = atomic_load(&dt.done)) != r)
+        futexwait(&dt.done, d, 100 * 1000 * 1000L);
+    int res = dt.result;
+    atomic_store(&slot, 0);
+    return res;
 }
 
 /* weft__print_gs - every G at the WEFTTRACEBACK level, at least all. */
@@ -893,6 +970,9 @@ void weft__signals_install(void)
         sigaction(SIGPIPE, &ign, NULL);
         pipeset = true;
     }
+    __atomic_store_n(&dt.quit, false, __ATOMIC_RELEASE);
+    atomic_store(&dt.tid, 0);
+    dt.started = pthread_create(&dt.thread, NULL, dumperthread, NULL) == 0;
     installed = true;
 }
 
@@ -900,6 +980,12 @@ void weft__signals_restore(void)
 {
     if (!installed)
         return;
+    if (dt.started) {
+        __atomic_store_n(&dt.quit, true, __ATOMIC_RELEASE);
+        syscall(SYS_futex, &dt.req, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+        pthread_join(dt.thread, NULL);
+        dt.started = false;
+    }
     for (size_t i = 0; i < NFATAL; i++)
         sigaction(fatalsigs[i], &oldact[i], NULL);
     if (urgset)
