@@ -26,11 +26,31 @@
  *  WEFTMAXPROCS=N  number of Ps (1..WEFT_MAXPROCS_LIMIT); default: the CPUs
  *                  this process may run on. A bad value prints one warning
  *                  line on stderr and the default is used.
+ *  WEFTDEBUG=k=v,... comma-separated settings, as Go's GODEBUG:
+ *                  schedtrace=MS   Go's "SCHED ..." line on stderr every MS
+ *                  scheddetail=1   with it, a line per P, M and coroutine
+ *                  sigquitdump=continue  SIGQUIT prints the dump and the
+ *                                  program runs on (default: exit 2)
+ *                  An unknown key or bad value prints one warning line
+ *                  and is ignored.
+ *  WEFTTRACEBACK=  what a fatal error (fault, stack overflow, deadlock,
+ *                  internal error) prints, as Go's GOTRACEBACK: none,
+ *                  single (default: the failing coroutine), all (every
+ *                  coroutine), system (and weft's own frames, fp/sp/pc),
+ *                  crash (as system, then abort() for a core dump). 0, 1,
+ *                  2 mean none, all, system.
  *
  * While the runtime runs, as in a Go program: the soft RLIMIT_NOFILE is
  * raised to the hard limit (one fd per connection adds up), and SIGPIPE
- * is ignored unless the program set its own disposition. Both are put
- * back when weft_main returns.
+ * is ignored unless the program set its own disposition. weft handles
+ * SIGQUIT (Ctrl+\: the traceback of every coroutine, then exit status 2;
+ * left alone if the program installed a handler), SIGSEGV, SIGBUS,
+ * SIGFPE, SIGILL and SIGABRT on its threads (a fatal-error report; faults
+ * elsewhere go to the previous handler), and uses SIGURG to stop threads
+ * briefly while a dump reads their stacks (a SIGURG handler the program
+ * had is still called for other SIGURGs; a raw blocking system call in a
+ * coroutine may see EINTR then, as in Go). All are put back when
+ * weft_main returns.
  */
 #ifndef WEFT_H
 #define WEFT_H
@@ -597,10 +617,15 @@ WEFT_EXTERN int weft_getaddrinfo(const char *node, const char *service,
  * shown as "goroutine running on other thread; stack unavailable".
  * Callable from a coroutine or any thread (outside a coroutine there is
  * no caller to put first; WEFT_DUMP_SINGLE then prints nothing).
- * Returns 0, WEFT_EINVAL (bad level), WEFT_ENORUNTIME, or the errno of a
- * failed write (the dump stops there). Blocks the calling thread while it
- * works (a first dump reads debug information: tens of ms; later ones
- * reuse it); the caller's P is handed off meanwhile.
+ * Returns 0, WEFT_EINVAL (bad level), WEFT_EBADF (fd < 0),
+ * WEFT_ENORUNTIME, or the error of a failed write (the output stops
+ * there). Blocks the calling thread while it works, and every thread
+ * running coroutines waits meanwhile (a dump shows one instant). The
+ * first dump reads debug information (tens of ms for a small program);
+ * symbols, and the stacks of coroutines that have not run since, are
+ * kept for the next one. Build with -g for file:line; frames of code
+ * built with tail calls (-O2 without -fno-optimize-sibling-calls) may be
+ * missing, as in any C traceback.
  */
 WEFT_EXTERN int weft_dump(int fd, int level);
 
