@@ -6,7 +6,8 @@
 #                 for aarch64 and run its tests under qemu, print the summary
 #   make          build (build/: debugoptimized, -Werror)
 #   make bench    benchmarks vs their Go peers, release build (build-release/):
-#                 bench/run.sh, then bench/net.sh
+#                 bench/run.sh, then bench/net.sh, then bench/dump.sh (the
+#                 SIGQUIT dump of 100,000 parked coroutines vs Go's)
 #   make bench-net  the network benchmarks only (echo, httpd vs Go, libuv)
 #   make asan     the test suites under ASan+UBSan only (build-asan/)
 #   make valgrind the test suites of build/ under valgrind
@@ -166,12 +167,15 @@ cross-aarch64: | deps
 
 # bench/run.sh runs each benchmark against its Go peer, bench/net.sh the
 # echo and HTTP servers against Go and libuv (server and client pinned to
-# CPUs 0 and 1); each prints benchstat lines and RATIO lines, and exits 1
-# if any run failed. `make bench` runs both even when the first fails.
+# CPUs 0 and 1), bench/dump.sh times the SIGQUIT dump of 100,000 parked
+# coroutines against Go's and weft's second weft_dump against its first;
+# each prints benchstat lines and RATIO lines, and exits 1 if any run
+# failed. `make bench` runs all three even when one fails.
 bench: $(RELEASE_BUILD)/build.ninja
 	@$(NINJA) -C $(RELEASE_BUILD) --quiet
 	@rc=0; bash bench/run.sh $(RELEASE_BUILD) || rc=1; \
-	echo; bash bench/net.sh $(RELEASE_BUILD) || rc=1; exit $$rc
+	echo; bash bench/net.sh $(RELEASE_BUILD) || rc=1; \
+	echo; bash bench/dump.sh $(RELEASE_BUILD) || rc=1; exit $$rc
 
 bench-net: $(RELEASE_BUILD)/build.ninja
 	@$(NINJA) -C $(RELEASE_BUILD) --quiet
