@@ -489,6 +489,12 @@ static struct sym *resolve(uintptr_t pc, bool exact)
         }
         f[0].file = file;
         f[0].line = line;
+        /* GCC may describe a function's body as itself inlined into
+         * itself (a clone, one level of recursion): one frame, at the
+         * line the pc is on, says it. */
+        while (n >= 2 && f[n - 1].func != NULL && f[n - 2].func != NULL &&
+               strcmp(f[n - 1].func, f[n - 2].func) == 0)
+            n--;
         return mksym(pc << 1 | exact, off, f, n);
     }
     f[0] = (struct rawf){NULL, NULL, 0};
