@@ -39,7 +39,8 @@ MESON_TEST := $(MESON) test --print-errorlogs --num-processes 2
 ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	HARNESS_TIMEOUT_SCALE=3
-TSAN_ENV := TSAN_OPTIONS=halt_on_error=1 HARNESS_TIMEOUT_SCALE=5
+TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:suppressions=$(CURDIR)/tests/tsan.supp \
+	HARNESS_TIMEOUT_SCALE=5
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full \
 	--errors-for-leak-kinds=definite --show-leak-kinds=definite
 VALGRIND_ENV := HARNESS_TIMEOUT_SCALE=20

@@ -281,7 +281,7 @@ static void thaw(uint32_t gen)
 
 /* onstack - whether sp is on gp's stack, its guard included (an
  * overflowing G's sp may already be in it). */
-static bool onstack(struct g *gp, uintptr_t sp)
+static RACY bool onstack(struct g *gp, uintptr_t sp)
 {
     return gp != NULL && gp->stk.lo != 0 &&
            sp >= gp->stk.lo - WEFT__GUARD && sp < gp->stk.hi;
@@ -335,7 +335,7 @@ static void srcline(struct out *o, const struct symf *f)
 
 /* frames - the stack t as Go prints it: runtime frames hidden below
  * TB_SYSTEM (unless that hides them all), fp/sp/pc at TB_SYSTEM. */
-static void frames(struct out *o, const struct tbuf *t, int level)
+static RACY void frames(struct out *o, const struct tbuf *t, int level)
 {
     bool sys = level >= TB_SYSTEM;
     bool any = false;

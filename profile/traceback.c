@@ -53,6 +53,11 @@
 #include <elfutils/libdwfl.h>
 #endif
 
+/* A frozen M's handler writes its tbuf and publishes it with a release
+ * store the dumper acquires (dump.c); TSan does not see that order across
+ * a signal handler, so the tbuf writers are not instrumented. */
+#define RACY __attribute__((no_sanitize("thread")))
+
 #ifndef WEFT_SRCDIR
 #define WEFT_SRCDIR ""
 #endif
@@ -63,7 +68,7 @@
 
 bool weft__tb_available(void) { return true; }
 
-static void walk(unw_cursor_t *c, struct tbuf *t, bool exact0)
+static RACY void walk(unw_cursor_t *c, struct tbuf *t, bool exact0)
 {
     static _Atomic bool policy;
     if (!atomic_exchange(&policy, true))
@@ -96,7 +101,7 @@ static void walk(unw_cursor_t *c, struct tbuf *t, bool exact0)
     }
 }
 
-void weft__unwind_ctx(struct g *gp, struct tbuf *t)
+RACY void weft__unwind_ctx(struct g *gp, struct tbuf *t)
 {
     t->n = 0;
     t->cut = false;
@@ -132,7 +137,7 @@ void weft__unwind_ctx(struct g *gp, struct tbuf *t)
     walk(&c, t, true);
 }
 
-void weft__unwind_uc(void *uc, struct tbuf *t)
+RACY void weft__unwind_uc(void *uc, struct tbuf *t)
 {
     unw_cursor_t c;
     t->n = 0;
