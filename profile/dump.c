@@ -17,8 +17,11 @@
  *
  * Invariants:
  *  1. One dump at a time (dumplock, owned by a thread id). A dump never
- *     takes a runtime lock, so a stuck M cannot hang it; it does call
- *     malloc (libdw, the symbol cache), so a crash inside malloc may.
+ *     takes a runtime lock, so a stuck M cannot hang it, and allocates
+ *     nothing while Ms are frozen (a frozen M may hold the allocator's
+ *     lock): it copies every G into an mmap'd snapshot, thaws, and only
+ *     then symbolizes (libdw allocates) and prints. A crash inside malloc
+ *     itself may still hang the report.
  *  2. Output goes through one static buffer with write(2): signal handlers
  *     may dump, stdio may be locked by the thread that crashed.
  *  3. A frozen M's handler touches only its own struct m and the freeze
@@ -287,19 +290,44 @@ static RACY bool onstack(struct g *gp, uintptr_t sp)
            sp >= gp->stk.lo - WEFT__GUARD && sp < gp->stk.hi;
 }
 
+/*
+ * A G as the freeze saw it. Everything a dump prints is copied here while
+ * the Ms are frozen, and printed after the thaw: symbolizing allocates,
+ * and a frozen M may hold the allocator's lock (invariant 1). The array
+ * and its frame pool are mmap'd, not malloc'd, for the same reason.
+ */
+struct snap {
+    struct g *g;
+    int64_t id, parentid, waitsince;
+    uintptr_t spawnpc;
+    uint32_t status, runs;
+    uint8_t wr;
+    bool unavailable; /* running on an M that did not answer */
+    bool cut;         /* more frames than TB_MAX */
+    bool fresh;       /* unwound now: cache it after the thaw */
+    uint32_t nf;
+    size_t off;       /* first frame in the pool */
+    char name[G_NAME_MAX];
+};
+
+struct snapframe {
+    uintptr_t pc, sp;
+    bool exact;
+};
+
 /* header - Go's "goroutine N [status, M minutes]:" line. */
-static RACY void header(struct out *o, struct g *gp, int64_t now)
+static void header(struct out *o, const struct snap *sn, int64_t now)
 {
-    uint32_t st = LOAD(&gp->status);
-    int wr = __atomic_load_n(&gp->waitreason, __ATOMIC_RELAXED);
+    uint32_t st = sn->status;
+    int wr = sn->wr;
     puts_(o, "goroutine ");
-    puti(o, gp->id);
+    puti(o, sn->id);
     puts_(o, " [");
     if (st == G_WAITING && wr != WR_ZERO)
         puts_(o, weft__waitreason_string(wr));
     else
         puts_(o, weft__gstatus_string(st));
-    int64_t since = gp->waitsince;
+    int64_t since = sn->waitsince;
     if ((st == G_WAITING || st == G_SYSCALL) && since > 0) {
         int64_t min = (now - since) / 60000000000LL;
         if (min >= 1) {
@@ -310,11 +338,11 @@ static RACY void header(struct out *o, struct g *gp, int64_t now)
     }
     /* A name rides as one more bracket item, which panicparse skips;
      * characters that would end the item or the header are replaced. */
-    if (gp->name != NULL && gp->name[0] != '\0') {
+    if (sn->name[0] != '\0') {
         char nm[G_NAME_MAX];
         size_t i = 0;
-        for (; i + 1 < sizeof nm && gp->name[i]; i++) {
-            char c = gp->name[i];
+        for (; i + 1 < sizeof nm && sn->name[i]; i++) {
+            char c = sn->name[i];
             nm[i] = (c == ']' || c == ',' || c == '\n' || c < ' ') ? '_' : c;
         }
         nm[i] = '\0';
@@ -383,15 +411,15 @@ static RACY void frames(struct out *o, const struct tbuf *t, int level)
 }
 
 /* creator - "created by F in goroutine P" and the spawn site. */
-static RACY void creator(struct out *o, struct g *gp)
+static void creator(struct out *o, const struct snap *sn)
 {
-    if (gp->parentid == 0 || gp->spawnpc == 0)
+    if (sn->parentid == 0 || sn->spawnpc == 0)
         return;
-    const struct sym *s = weft__symbolize(gp->spawnpc, false);
+    const struct sym *s = weft__symbolize(sn->spawnpc, false);
     puts_(o, "created by ");
     puts_(o, s ? s->f[0].func : "??");
     puts_(o, " in goroutine ");
-    puti(o, gp->parentid);
+    puti(o, sn->parentid);
     puts_(o, "\n");
     if (s != NULL) {
         srcline(o, &s->f[0]);
@@ -405,9 +433,16 @@ static RACY void creator(struct out *o, struct g *gp)
     }
 }
 
+enum {
+    DUMP_G0 = 1,    /* print this thread's own stack as "goroutine 0
+                     * [idle]" when it is not on a G's (SIGQUIT: Go
+                     * prints the signalled M's g0) */
+    DUMP_FATAL = 2, /* no current G: print them all (Go does so for a
+                     * failure outside any goroutine) */
+};
+
 /* What the dump knows about each frozen M (invariant 3 of the header). */
 struct frozenm {
-    struct m *m;
     struct g *g; /* the G whose stack its sp is on, or NULL (g0) */
     const struct tbuf *t;
 };
@@ -422,6 +457,9 @@ struct dump {
     struct frozenm ms[MAXM];
     struct tbuf scratch;
     int64_t now;
+    struct snap *snaps;
+    struct snapframe *pool;
+    size_t nsnap, capsnap, nframe;
 };
 
 static struct dump dumpst; /* dump lock */
@@ -437,77 +475,107 @@ static RACY struct g *owner(struct g *a, struct g *b, uintptr_t sp)
     return NULL;
 }
 
-/* parked - a parked G's stack: from its cache if it has not run since
- * the last dump read it (a parked G's stack cannot change), else
- * unwound and cached. Keeps a second dump of 100k idle Gs cheap. */
-static RACY const struct tbuf *parked(struct dump *d, struct g *gp)
-{
-    struct tbuf *t = &d->scratch;
-    uint32_t runs = __atomic_load_n(&gp->runs, __ATOMIC_RELAXED);
-    struct gtrace *c = gp->tbcache;
-    if (c != NULL && c->runs == runs) {
-        t->n = (int)c->n;
-        t->cut = false;
-        for (int i = 0; i < t->n; i++) {
-            t->pc[i] = c->f[i];
-            t->sp[i] = c->f[c->n + (uint32_t)i];
-            t->exact[i] = i == 0;
-        }
-        return t;
-    }
-    weft__unwind_ctx(gp, t);
-    if (t->cut || t->n == 0)
-        return t;
-    if (c == NULL || c->n < (uint32_t)t->n) {
-        free(c);
-        c = malloc(sizeof *c + 2 * (size_t)t->n * sizeof c->f[0]);
-        gp->tbcache = c;
-        if (c == NULL)
-            return t;
-    }
-    c->runs = runs;
-    c->n = (uint32_t)t->n;
-    for (int i = 0; i < t->n; i++) {
-        c->f[i] = t->pc[i];
-        c->f[c->n + (uint32_t)i] = t->sp[i];
-    }
-    return t;
-}
-
-static RACY void printg(struct dump *d, struct g *gp, const struct tbuf *t)
+/* take - snapshot gp (frozen) with stack t, or its parked stack: from its
+ * cache if it has not run since the last dump read it (a parked G's
+ * stack cannot change), else unwound now. */
+static RACY void take(struct dump *d, struct g *gp, const struct tbuf *t)
 {
     uint32_t st = LOAD(&gp->status);
-    if (st == G_DEAD || st == G_IDLE)
+    if (st == G_DEAD || st == G_IDLE || d->nsnap == d->capsnap)
         return;
-    header(&d->o, gp, d->now);
+    struct snap *sn = &d->snaps[d->nsnap++];
+    *sn = (struct snap){
+        .g = gp,
+        .id = gp->id,
+        .parentid = gp->parentid,
+        .waitsince = gp->waitsince,
+        .spawnpc = gp->spawnpc,
+        .status = st,
+        .runs = __atomic_load_n(&gp->runs, __ATOMIC_RELAXED),
+        .wr = __atomic_load_n(&gp->waitreason, __ATOMIC_RELAXED),
+        .off = d->nframe,
+    };
+    if (gp->name != NULL)
+        for (size_t i = 0; i + 1 < sizeof sn->name && gp->name[i]; i++)
+            sn->name[i] = gp->name[i];
+    struct snapframe *f = d->pool + d->nframe;
     if (t == NULL) {
         for (int i = 0; i < d->nm; i++)
             if (d->ms[i].g == gp)
                 t = d->ms[i].t;
     }
     if (t == NULL && (st == G_RUNNING || st == G_SYSCALL) && !d->allfrozen) {
+        sn->unavailable = true;
+        return;
+    }
+    struct gtrace *c = gp->tbcache;
+    if (t == NULL && c != NULL && c->runs == sn->runs) {
+        for (uint32_t i = 0; i < c->n; i++)
+            f[i] = (struct snapframe){c->f[i], c->f[c->n + i], i == 0};
+        sn->nf = c->n;
+    } else {
+        if (t == NULL) {
+            weft__unwind_ctx(gp, &d->scratch);
+            t = &d->scratch;
+            sn->fresh = !t->cut && t->n > 0;
+        }
+        for (int i = 0; i < t->n; i++)
+            f[i] = (struct snapframe){t->pc[i], t->sp[i], t->exact[i]};
+        sn->nf = (uint32_t)t->n;
+        sn->cut = t->cut;
+    }
+    d->nframe += sn->nf;
+}
+
+/* keep - after the thaw: a freshly unwound parked stack becomes the G's
+ * cache (tbcache), valid while the G's run count stays sn->runs. */
+static RACY void keep(struct dump *d, const struct snap *sn)
+{
+    if (!sn->fresh)
+        return;
+    struct g *gp = sn->g;
+    struct gtrace *c = gp->tbcache;
+    if (c == NULL || c->n < sn->nf) {
+        free(c);
+        c = malloc(sizeof *c + 2 * (size_t)sn->nf * sizeof c->f[0]);
+        gp->tbcache = c;
+        if (c == NULL)
+            return;
+    }
+    c->runs = sn->runs;
+    c->n = sn->nf;
+    for (uint32_t i = 0; i < sn->nf; i++) {
+        c->f[i] = d->pool[sn->off + i].pc;
+        c->f[c->n + i] = d->pool[sn->off + i].sp;
+    }
+}
+
+static void printsnap(struct dump *d, const struct snap *sn)
+{
+    header(&d->o, sn, d->now);
+    if (sn->unavailable) {
         puts_(&d->o,
               "\tgoroutine running on other thread; stack unavailable\n");
     } else {
-        if (t == NULL)
-            t = parked(d, gp);
+        struct tbuf *t = &d->scratch;
+        t->n = (int)sn->nf;
+        t->cut = sn->cut;
+        for (uint32_t i = 0; i < sn->nf; i++) {
+            t->pc[i] = d->pool[sn->off + i].pc;
+            t->sp[i] = d->pool[sn->off + i].sp;
+            t->exact[i] = d->pool[sn->off + i].exact;
+        }
         frames(&d->o, t, d->level);
     }
-    creator(&d->o, gp);
+    creator(&d->o, sn);
     puts_(&d->o, "\n");
 }
-
-enum {
-    DUMP_G0 = 1,    /* print this thread's own stack as "goroutine 0
-                     * [idle]" when it is not on a G's (SIGQUIT: Go
-                     * prints the signalled M's g0) */
-    DUMP_FATAL = 2, /* no current G: print them all (Go does so for a
-                     * failure outside any goroutine) */
-};
 
 /*
  * dumpall - the dump proper, under the dump lock. uc: the context this
  * thread was interrupted in (a signal), or NULL to unwind from here.
+ * Three steps: freeze and copy every G's stack (no allocation), thaw,
+ * then print and symbolize from the copy.
  */
 static RACY int dumpall(int fd, int level, void *uc, int flags,
                         struct m *self)
@@ -516,6 +584,7 @@ static RACY int dumpall(int fd, int level, void *uc, int flags,
     d->o = (struct out){.fd = fd, .buf = bigbuf, .cap = sizeof bigbuf};
     d->level = level;
     d->nm = 0;
+    d->nsnap = d->nframe = 0;
     d->now = weft__nanotime();
     if (level == TB_NONE)
         return 0;
@@ -531,12 +600,28 @@ static RACY int dumpall(int fd, int level, void *uc, int flags,
         sp = (uintptr_t)__builtin_frame_address(0);
     }
     struct g *cur = NULL;
-    if (self != NULL) {
+    if (self != NULL)
         cur = owner(self->curg, self->afterg, sp);
-        d->ms[d->nm++] = (struct frozenm){self, cur, &selft};
-    }
     if (cur == NULL && (flags & DUMP_FATAL) && level == TB_SINGLE)
         level = d->level = TB_ALL;
+
+    /* Room for every G (Gs created during the freeze: none, no M runs;
+     * a few spare for those created since allglen was read). */
+    size_t n = level >= TB_ALL
+                   ? __atomic_load_n(&weft__allglen, __ATOMIC_ACQUIRE) + 64
+                   : 1;
+    size_t snapbytes = n * sizeof *d->snaps;
+    size_t poolbytes = n * TB_MAX * sizeof *d->pool;
+    void *mem = mmap(NULL, snapbytes + poolbytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mem == MAP_FAILED) {
+        static const char msg[] = "weft: no memory for a dump\n";
+        return write(fd, msg, sizeof msg - 1) < 0 ? -errno : WEFT_ENOMEM;
+    }
+    d->snaps = mem;
+    d->pool = (struct snapframe *)((char *)mem + snapbytes);
+    d->capsnap = n;
+
     /* One G needs nobody stopped; all of them need all Ms frozen. */
     uint32_t gen = 0;
     d->allfrozen = true;
@@ -550,29 +635,37 @@ static RACY int dumpall(int fd, int level, void *uc, int flags,
         struct g *gp = mp->frozen->n > 0
                            ? owner(mp->frozeng, mp->frozenafter, mp->frozensp)
                            : NULL;
-        d->ms[d->nm++] = (struct frozenm){mp, gp, mp->frozen};
+        d->ms[d->nm++] = (struct frozenm){gp, mp->frozen};
     }
+    if (cur != NULL)
+        take(d, cur, &selft);
+    if (level >= TB_ALL) {
+        size_t ng = __atomic_load_n(&weft__allglen, __ATOMIC_ACQUIRE);
+        struct g **chunks =
+            __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
+        for (size_t i = 0; chunks != NULL && i < ng; i++) {
+            struct g *gp = weft__allg(chunks, i);
+            if (gp != cur)
+                take(d, gp, NULL);
+        }
+    }
+    if (gen != 0)
+        thaw(gen);
 
-    if (cur != NULL) {
-        printg(d, cur, &selft);
-    } else if ((flags & DUMP_G0) && level >= TB_SYSTEM) {
+    size_t i = 0;
+    if (cur != NULL && d->nsnap > 0)
+        printsnap(d, &d->snaps[i++]);
+    if (cur == NULL && (flags & DUMP_G0) && level >= TB_SYSTEM) {
         puts_(&d->o, "goroutine 0 [idle]:\n");
         frames(&d->o, &selft, level);
         puts_(&d->o, "\n");
     }
-    if (level >= TB_ALL) {
-        size_t n = __atomic_load_n(&weft__allglen, __ATOMIC_ACQUIRE);
-        struct g **chunks =
-            __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
-        for (size_t i = 0; chunks != NULL && i < n; i++) {
-            struct g *gp = weft__allg(chunks, i);
-            if (gp != cur)
-                printg(d, gp, NULL);
-        }
-    }
+    for (; i < d->nsnap; i++)
+        printsnap(d, &d->snaps[i]);
+    for (i = 0; i < d->nsnap; i++)
+        keep(d, &d->snaps[i]);
     flush(&d->o);
-    if (gen != 0)
-        thaw(gen);
+    munmap(mem, snapbytes + poolbytes);
     return -d->o.err;
 }
 
