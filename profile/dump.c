@@ -37,7 +37,6 @@
  * runtime runs, SIGPIPE is ignored unless the program set its own
  * disposition, so fd calls report -EPIPE instead.
  */
-#include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -162,11 +161,6 @@ static _Atomic uint32_t freezegen;  /* nonzero while a dump freezes */
 static _Atomic uint32_t thawgen;    /* the last generation thawed */
 static uint32_t lastgen;            /* dump lock */
 
-static void futexwait(_Atomic uint32_t *a, uint32_t v, long ns)
-{
-    struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
-    syscall(SYS_futex, a, FUTEX_WAIT_PRIVATE, v, &ts, NULL, 0);
-}
 
 /* thawwait - a frozen M's wait until generation gen is thawed. */
 static void thawwait(uint32_t gen)
@@ -175,7 +169,7 @@ static void thawwait(uint32_t gen)
         uint32_t t = atomic_load(&thawgen);
         if (t == gen || atomic_load(&freezegen) != gen)
             return;
-        futexwait(&thawgen, t, 100 * 1000 * 1000L);
+        weft__futexwait_os(&thawgen, t, 100 * 1000 * 1000);
     }
 }
 
@@ -275,8 +269,7 @@ static RACY uint32_t freeze(struct m *self, bool *all)
 static void thaw(uint32_t gen)
 {
     atomic_store(&thawgen, gen);
-    syscall(SYS_futex, &thawgen, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL,
-            0);
+    weft__futexwake_os(&thawgen, INT32_MAX);
     atomic_store(&freezegen, 0);
 }
 
@@ -718,13 +711,12 @@ static void *dumperthread(void *arg)
         if (r == atomic_load(&dt.done)) {
             if (__atomic_load_n(&dt.quit, __ATOMIC_ACQUIRE))
                 return NULL;
-            futexwait(&dt.req, r, 1000 * 1000 * 1000L);
+            weft__futexwait_os(&dt.req, r, 1000 * 1000 * 1000);
             continue;
         }
         dt.result = lockeddump(dt.fd, dt.level, dt.uc, dt.flags, dt.self);
         atomic_store(&dt.done, r);
-        syscall(SYS_futex, &dt.done, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL,
-                NULL, 0);
+        weft__futexwake_os(&dt.done, INT32_MAX);
     }
 }
 
@@ -752,10 +744,10 @@ static int dump(int fd, int level, void *uc, int flags)
     dt.self = self;
     uint32_t r = atomic_load(&dt.req) + 1;
     atomic_store(&dt.req, r);
-    syscall(SYS_futex, &dt.req, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    weft__futexwake_os(&dt.req, 1);
     uint32_t d;
     while ((d = atomic_load(&dt.done)) != r)
-        futexwait(&dt.done, d, 100 * 1000 * 1000L);
+        weft__futexwait_os(&dt.done, d, 100 * 1000 * 1000);
     int res = dt.result;
     atomic_store(&slot, 0);
     return res;
@@ -1075,7 +1067,7 @@ void weft__signals_restore(void)
         return;
     if (dt.started) {
         __atomic_store_n(&dt.quit, true, __ATOMIC_RELEASE);
-        syscall(SYS_futex, &dt.req, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+        weft__futexwake_os(&dt.req, 1);
         pthread_join(dt.thread, NULL);
         dt.started = false;
     }

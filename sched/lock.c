@@ -24,14 +24,26 @@
 #include "runtime.h"
 #include "sanitizer.h"
 
+void weft__futexwait_os(_Atomic uint32_t *addr, uint32_t val, int64_t ns)
+{
+    struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, ns < 0 ? NULL : &ts,
+            NULL, 0);
+}
+
+void weft__futexwake_os(_Atomic uint32_t *addr, int n)
+{
+    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
 static void futexwait(_Atomic uint32_t *addr, uint32_t val)
 {
-    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+    weft__futexwait_os(addr, val, -1);
 }
 
 static void futexwake(_Atomic uint32_t *addr, int n)
 {
-    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+    weft__futexwake_os(addr, n);
 }
 
 static inline void cpu_relax(void)
@@ -80,6 +92,19 @@ void weft__notesleep(note *n)
     while (LOADACQ(&n->key) == 0)
         futexwait(&n->key, 0);
     weft__tsan_acquire(n);
+}
+
+bool weft__notetsleep(note *n, int64_t ns)
+{
+    int64_t end = weft__nanotime() + ns;
+    while (LOADACQ(&n->key) == 0) {
+        int64_t left = end - weft__nanotime();
+        if (left <= 0)
+            return false;
+        weft__futexwait_os(&n->key, 0, left);
+    }
+    weft__tsan_acquire(n); /* pairs with notewakeup's release */
+    return true;
 }
 
 void weft__notewakeup(note *n)

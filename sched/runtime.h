@@ -57,8 +57,15 @@ typedef struct note {
 } note;
 
 void weft__notesleep(note *n);
-/* Sleep at most ns (< 0: forever); returns true if woken. */
+/* weft__notetsleep - sleep at most ns; returns true if woken. */
+bool weft__notetsleep(note *n, int64_t ns);
 void weft__notewakeup(note *n);
+
+/* The thread-level futex under the lock and the note, for the runtime's
+ * own waits outside them (dump.c's freeze): sleep while *addr == val, at
+ * most ns (< 0: no limit); wake n sleepers. */
+void weft__futexwait_os(_Atomic uint32_t *addr, uint32_t val, int64_t ns);
+void weft__futexwake_os(_Atomic uint32_t *addr, int n);
 static inline void weft__noteclear(note *n) { STORE(&n->key, 0); }
 
 /* --------------------------------------------------------- status lists */

@@ -34,7 +34,6 @@
  * and atomic flags (g.preempt), and G descriptors are never freed while
  * the runtime runs, so a stale read is harmless.
  */
-#include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,23 +51,6 @@ extern _Atomic int64_t weft__coarsenow;
 
 static pthread_t sysmon_thread;
 static _Atomic bool sysmon_stop;
-
-/* notetsleep - weft__notesleep with a timeout (lock.c's note has none):
- * sleep until n is woken (true) or ns have passed (false). The note's
- * protocol is lock.c's: key 0 clear, 1 woken, one sleeper. */
-static bool notetsleep(note *n, int64_t ns)
-{
-    int64_t end = weft__nanotime() + ns;
-    while (LOADACQ(&n->key) == 0) {
-        int64_t left = end - weft__nanotime();
-        if (left <= 0)
-            return false;
-        struct timespec ts = {left / 1000000000, left % 1000000000};
-        syscall(SYS_futex, &n->key, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
-    }
-    weft__tsan_acquire(n); /* pairs with notewakeup's release */
-    return true;
-}
 
 void weft__sysmon_wake(void)
 {
@@ -212,7 +194,7 @@ static void *sysmon(void *arg)
             if (sleep && traceperiod > 0) {
                 /* Until the next report at most (see the top). */
                 int64_t left = lasttrace + traceperiod - weft__nanotime();
-                if (!notetsleep(&weft__sched.sysmonnote, left) &&
+                if (!weft__notetsleep(&weft__sched.sysmonnote, left) &&
                     !atomic_exchange(&weft__sched.sysmonwait, false))
                     weft__notesleep(&weft__sched.sysmonnote);
                 STORE(&weft__coarsenow, weft__nanotime());
