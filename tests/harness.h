@@ -308,6 +308,31 @@ HARNESS_FN double harness_timeout_scale(void)
     return (end != s && v > 0) ? v : 1.0;
 }
 
+/* harness_sibling - the path of helper program name: $env if set, else
+ * name next to this test binary (meson builds them side by side). Fails
+ * the test when neither exists. */
+HARNESS_FN const char *harness_sibling(const char *env, const char *name)
+{
+    static char path[4096];
+    const char *v = getenv(env);
+    if (v != NULL && *v != '\0')
+        return v;
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        FAIL("%s is not set and /proc/self/exe is unreadable", env);
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", self, name) >=
+        sizeof path)
+        FAIL("the path of %s is too long", name);
+    if (access(path, X_OK) != 0)
+        FAIL("%s is not set and %s does not exist", env, path);
+    return path;
+}
+
 /*
  * harness_run - run argv (argv[0] is a path, or a name looked up in PATH)
  * as a subprocess and wait for it.

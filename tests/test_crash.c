@@ -6,8 +6,6 @@
  * The path of crashprog comes from the CRASHPROG environment variable (set
  * by meson), else it is looked up next to this binary.
  */
-#include <libgen.h>
-#include <limits.h>
 #include <sched.h>
 #include <stdlib.h>
 
@@ -17,19 +15,7 @@
 
 static const char *crashprog(void)
 {
-    static char path[PATH_MAX];
-    const char *env = getenv("CRASHPROG");
-    if (env != NULL && *env != '\0')
-        return env;
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0)
-        FAIL("CRASHPROG is not set and /proc/self/exe is unreadable");
-    self[n] = '\0';
-    snprintf(path, sizeof path, "%s/crashprog", dirname(self));
-    if (access(path, X_OK) != 0)
-        FAIL("CRASHPROG is not set and %s does not exist", path);
-    return path;
+    return harness_sibling("CRASHPROG", "crashprog");
 }
 
 static char out[64 * 1024], err[256 * 1024];

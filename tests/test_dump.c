@@ -38,8 +38,6 @@
  * "stack unavailable" is accepted.
  */
 #include <fcntl.h>
-#include <libgen.h>
-#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <regex.h>
@@ -1670,19 +1668,7 @@ TEST(panicparse_groups_identical_stacks)
 
 static const char *dumpprog(void)
 {
-    static char path[PATH_MAX];
-    const char *env = getenv("DUMPPROG");
-    if (env != NULL && *env != '\0')
-        return env;
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0)
-        FAIL("DUMPPROG is not set and /proc/self/exe is unreadable");
-    self[n] = '\0';
-    snprintf(path, sizeof path, "%s/dumpprog", dirname(self));
-    if (access(path, X_OK) != 0)
-        FAIL("DUMPPROG is not set and %s does not exist", path);
-    return path;
+    return harness_sibling("DUMPPROG", "dumpprog");
 }
 
 /* A running dumpprog: its stdin to write, its stdout and stderr read

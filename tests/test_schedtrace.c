@@ -20,8 +20,6 @@
  * The path of schedprog comes from the SCHEDPROG environment variable
  * (set by meson), else it is looked up next to this binary.
  */
-#include <libgen.h>
-#include <limits.h>
 #include <pthread.h>
 #include <regex.h>
 #include <stdlib.h>
@@ -33,19 +31,7 @@
 
 static const char *schedprog(void)
 {
-    static char path[PATH_MAX];
-    const char *env = getenv("SCHEDPROG");
-    if (env != NULL && *env != '\0')
-        return env;
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0)
-        FAIL("SCHEDPROG is not set and /proc/self/exe is unreadable");
-    self[n] = '\0';
-    snprintf(path, sizeof path, "%s/schedprog", dirname(self));
-    if (access(path, X_OK) != 0)
-        FAIL("SCHEDPROG is not set and %s does not exist", path);
-    return path;
+    return harness_sibling("SCHEDPROG", "schedprog");
 }
 
 static char out[64 * 1024], err[4 * 1024 * 1024];
