@@ -753,13 +753,6 @@ static int dump(int fd, int level, void *uc, int flags)
     return res;
 }
 
-/* weft__print_gs - every G at the WEFTTRACEBACK level, at least all. */
-void weft__print_gs(int fd)
-{
-    int level = weft__debug.traceback;
-    dump(fd, level < TB_ALL ? TB_ALL : level, NULL, 0);
-}
-
 WEFT_EXTERN int weft_dump(int fd, int level)
 {
     if (level < WEFT_DUMP_SINGLE || level > WEFT_DUMP_SYSTEM)

@@ -66,8 +66,6 @@
 
 #if WEFT_HAVE_LIBUNWIND
 
-bool weft__tb_available(void) { return true; }
-
 static RACY void walk(unw_cursor_t *c, struct tbuf *t, bool exact0)
 {
     static _Atomic bool policy;
@@ -156,10 +154,17 @@ __attribute__((noinline)) void weft__unwind_here(struct tbuf *t)
     walk(&c, t, false);
 }
 
-#else /* no libunwind: dumps show headers and creators only */
+#else /* no libunwind: headers, entry functions and creators only */
 
-bool weft__tb_available(void) { return false; }
-void weft__unwind_ctx(struct g *gp, struct tbuf *t) { t->n = 0; }
+/* A parked G shows its entry function, so every G has a frame line. */
+void weft__unwind_ctx(struct g *gp, struct tbuf *t)
+{
+    t->pc[0] = (uintptr_t)gp->fn;
+    t->sp[0] = (uintptr_t)gp->ctx.sp;
+    t->exact[0] = true;
+    t->n = 1;
+    t->cut = false;
+}
 void weft__unwind_uc(void *uc, struct tbuf *t) { t->n = 0; }
 void weft__unwind_here(struct tbuf *t) { t->n = 0; }
 

@@ -644,14 +644,12 @@ struct sym {
     struct symf f[];
 };
 const struct sym *weft__symbolize(uintptr_t pc, bool exact);
-bool weft__tb_available(void); /* built with libunwind */
 
 /* dump.c */
 void weft__signals_install(void);
 void weft__signals_restore(void);
 int weft__sigstack_init(struct m *mp);
 void weft__sigstack_fini(struct m *mp);
-void weft__print_gs(int fd);
 void weft__freeze_self(struct m *mp);
 _Noreturn void weft__fatal_deadlock(void);
 
