@@ -84,6 +84,7 @@ extern "C" {
 #define WEFT_ETIMEDOUT (-ETIMEDOUT)
 #define WEFT_ECANCELED (-ECANCELED)
 #define WEFT_EDEADLK (-EDEADLK)
+#define WEFT_ENOENT (-ENOENT)
 /* The call must be made from a weft coroutine, and was not. */
 #define WEFT_ENOTCORO (-4001)
 /* The runtime is not running (weft_main() has not started or has ended). */
@@ -628,6 +629,117 @@ WEFT_EXTERN int weft_getaddrinfo(const char *node, const char *service,
  * missing, as in any C traceback.
  */
 WEFT_EXTERN int weft_dump(int fd, int level);
+
+/* -------------------------------------------------------------- profiles */
+
+/*
+ * Profiles in pprof's format (`go tool pprof` reads them with no binary:
+ * every location carries its function, file and line). Names, as Go's:
+ *  "goroutine"     every live coroutine's stack, with its labels
+ *  "threadcreate"  the stacks that created the runtime's threads
+ *  "block"         where coroutines waited on channels, select, sync
+ *                  objects and sockets, and for how long (needs
+ *                  weft_set_block_profile_rate)
+ *  "mutex"         how long waiters waited for a weft_mutex_t/rwmutex,
+ *                  charged to the stack that unlocked it (needs
+ *                  weft_set_mutex_profile_fraction)
+ *
+ * weft_profile_write - write profile name to fd. debug: 0 gzip'd
+ * profile.proto; 1 Go's legacy text with symbolized "#" lines; 2
+ * ("goroutine" only) the traceback of every coroutine, as weft_dump
+ * WEFT_DUMP_ALL. fd may be a blocking fd or one weft opened (a socket
+ * weft_accept returned); a non-blocking fd weft does not know waits in
+ * poll(2). Returns 0, WEFT_EINVAL (NULL or unknown name, bad debug),
+ * WEFT_EBADF, WEFT_ENORUNTIME, WEFT_ENOMEM, or a failed write's error.
+ * Blocks while it writes; "goroutine" stops every thread briefly, as
+ * weft_dump does.
+ */
+WEFT_EXTERN int weft_profile_write(const char *name, int fd, int debug);
+
+/*
+ * weft_profile_count - the count /debug/pprof/ shows for name: live
+ * coroutines, threads created, or records in the block/mutex profile.
+ * Returns it, or WEFT_EINVAL (unknown name), WEFT_ENORUNTIME. Never
+ * blocks.
+ */
+WEFT_EXTERN int64_t weft_profile_count(const char *name);
+
+/*
+ * weft_cpuprofile_start - sample every running thread's stack hz times a
+ * second of its CPU time (0: 100, Go's default; at most 1000), until
+ * weft_cpuprofile_stop. Each thread has its own CPU-time timer, so busy
+ * threads are sampled fairly however many there are. Samples carry the
+ * running coroutine's labels; time in the scheduler itself is charged to
+ * a frame "weft.scheduler". Returns 0, WEFT_EBUSY (a profile is already
+ * running, as Go's "cpu profiling already in use"), WEFT_EINVAL (hz out
+ * of range), WEFT_ENORUNTIME, WEFT_ENOMEM. Never blocks.
+ *
+ * weft_cpuprofile_stop - stop sampling and write the profile to fd as
+ * gzip'd profile.proto (fd < 0: discard it). Returns 0, WEFT_EINVAL (no
+ * profile running), or a failed write's error. Blocks while it writes.
+ */
+WEFT_EXTERN int weft_cpuprofile_start(int hz);
+WEFT_EXTERN int weft_cpuprofile_stop(int fd);
+
+/*
+ * weft_set_block_profile_rate - as Go's runtime.SetBlockProfileRate:
+ * record, on average, one blocking event per rate nanoseconds spent
+ * blocked (1: every event; <= 0: off, the default). Sleeps are not
+ * recorded. Returns the previous rate. Never blocks.
+ *
+ * weft_set_mutex_profile_fraction - as Go's
+ * runtime.SetMutexProfileFraction: record on average 1 in rate
+ * contention events (0: off, the default; < 0: only read). Returns the
+ * previous rate. Never blocks.
+ */
+WEFT_EXTERN int64_t weft_set_block_profile_rate(int64_t rate);
+WEFT_EXTERN int weft_set_mutex_profile_fraction(int rate);
+
+/*
+ * weft_label_set - set the label key=value on the calling coroutine (NULL
+ * value: remove key). Coroutines it spawns afterwards inherit its labels;
+ * goroutine and CPU profiles carry them, so `go tool pprof -tagfocus`
+ * selects by them. Returns 0, WEFT_EINVAL (NULL or empty key, key or
+ * value over 255 bytes, more than 64 labels), WEFT_ENOTCORO, WEFT_ENOMEM.
+ * Never blocks.
+ *
+ * weft_label_get - copy the value of key on the calling coroutine into
+ * buf (n bytes, NUL-terminated, truncated to fit). Returns the value's
+ * length, WEFT_EINVAL (NULL key, or buf NULL with n > 0), WEFT_ENOENT (no
+ * such label), WEFT_ENOTCORO. Never blocks.
+ */
+WEFT_EXTERN int weft_label_set(const char *key, const char *value);
+WEFT_EXTERN int weft_label_get(const char *key, char *buf, size_t n);
+
+/* ------------------------------------------------------------- metrics */
+
+/*
+ * weft_metrics_write - the runtime's metrics in Prometheus text
+ * exposition format (version 0.0.4) to fd, as /metrics serves them.
+ * fd as for weft_profile_write. Returns 0, WEFT_EBADF, WEFT_ENORUNTIME,
+ * or a failed write's error. Blocks while it writes.
+ */
+WEFT_EXTERN int weft_metrics_write(int fd);
+
+/* ---------------------------------------------------------- debug server */
+
+/*
+ * weft_debug_serve - serve Go's /debug/pprof/ endpoints and /metrics over
+ * HTTP on addr ("host:port"; port 0 picks a free one), as coroutines of
+ * this runtime: `go tool pprof http://ADDR/debug/pprof/profile?seconds=10`
+ * works against it. Serve loopback unless you mean to expose profiles:
+ * addr is used exactly as given. Must be called from a coroutine; returns
+ * once listening, with the bound port (> 0), or WEFT_EINVAL (NULL or
+ * malformed addr), WEFT_EBUSY (already serving), WEFT_ENOTCORO, or the
+ * error of listen (-EADDRINUSE ...). The server runs until
+ * weft_debug_stop() or the end of the runtime.
+ *
+ * weft_debug_stop - close the listener and the open connections; returns
+ * 0 or WEFT_EINVAL (not serving). Blocks until the server's coroutines
+ * are gone.
+ */
+WEFT_EXTERN int weft_debug_serve(const char *addr);
+WEFT_EXTERN int weft_debug_stop(void);
 
 #ifdef __cplusplus
 }

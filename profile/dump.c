@@ -155,6 +155,9 @@ static bool dumplock(void)
 
 static void dumpunlock(void) { atomic_store(&dumper, 0); }
 
+bool weft__dump_lock(void) { return dumplock(); }
+void weft__dump_unlock(void) { dumpunlock(); }
+
 /* ---------------------------------------------------------------- freeze */
 
 static _Atomic uint32_t freezegen;  /* nonzero while a dump freezes */

@@ -193,6 +193,7 @@ struct timer {
 #define G_NAME_MAX 32
 
 struct m;
+struct weft__labels;
 
 struct g {
     struct ctx ctx;        /* owner: valid while not RUNNING/SYSCALL */
@@ -227,6 +228,8 @@ struct g {
     char *name;            /* G_NAME_MAX bytes, allocated at the first named
                             * spawn and kept with the descriptor (dumps
                             * read it racily); "" or NULL: unnamed */
+    struct weft__labels *labels; /* owner: its reference (pprof.h), NULL:
+                                  * no labels */
 };
 
 /* ---------------------------------------------------------------- waits */
@@ -646,6 +649,11 @@ struct sym {
 const struct sym *weft__symbolize(uintptr_t pc, bool exact);
 
 /* dump.c */
+/* The dump lock also guards the symbol cache: hold it around
+ * weft__symbolize outside a dump. false: this thread holds it already
+ * (a fault inside a dump), or another did not let go within 5 s. */
+bool weft__dump_lock(void);
+void weft__dump_unlock(void);
 void weft__signals_install(void);
 void weft__signals_restore(void);
 int weft__sigstack_init(struct m *mp);

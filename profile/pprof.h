@@ -1,0 +1,88 @@
+/*
+ * pprof.h - the profile layer's internal interfaces: the profile.proto
+ * builder (pprof.c), coroutine labels (labels.c), and the sinks every
+ * profile, metric and debug-server writer shares.
+ *
+ * A collector (cpuprof.c, profiles.c) gathers stacks as raw PCs, as the
+ * unwinder returns them: pc[0] is where the code stood (exact) when the
+ * stack was taken from a signal context, every other pc is a return
+ * address. It hands them to a builder on a normal thread (never inside a
+ * signal handler, never with Ms frozen: the builder allocates and
+ * symbolizes), which interns locations, functions and strings, gzips the
+ * encoded proto and writes it.
+ */
+#ifndef WEFT_PPROF_H
+#define WEFT_PPROF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ----------------------------------------------------------------- labels */
+
+/*
+ * A coroutine's labels: immutable once published, reference-counted.
+ * A G holds one reference (g->labels, NULL: none); a spawn takes another
+ * for the child; a CPU sample takes one in the signal handler (an atomic
+ * increment is signal-safe, and the set cannot die meanwhile: the G that
+ * holds it is the one the handler interrupted). Pairs are sorted by key.
+ */
+#define LABEL_MAX 64
+#define LABEL_LEN 255
+struct weft__labels {
+    _Atomic int32_t ref;
+    int32_t n;
+    struct {
+        const char *k, *v; /* point into the same allocation */
+    } kv[];
+};
+void weft__labels_ref(struct weft__labels *l);   /* l may be NULL */
+void weft__labels_unref(struct weft__labels *l); /* l may be NULL */
+
+/* ---------------------------------------------------------------- builder */
+
+enum pprof_kind {
+    PPROF_CPU,          /* samples/count, cpu/nanoseconds */
+    PPROF_GOROUTINE,    /* goroutine/count */
+    PPROF_THREADCREATE, /* threadcreate/count */
+    PPROF_BLOCK,        /* contentions/count, delay/nanoseconds */
+    PPROF_MUTEX,        /* contentions/count, delay/nanoseconds */
+};
+
+/* A pseudo-PC for time spent in weft's scheduler (a CPU sample taken on
+ * an M's own stack): the builder names it "weft.scheduler". */
+#define PPROF_PC_SCHED ((uintptr_t)1)
+
+struct pprof;
+/*
+ * weft__pprof_new - a builder for one profile of kind. period: the
+ * sampling period (CPU: ns between samples; others 1), start: wall-clock
+ * ns since the epoch (time_nanos), duration: ns (CPU; else 0). NULL when
+ * out of memory.
+ */
+struct pprof *weft__pprof_new(enum pprof_kind kind, int64_t period,
+                              int64_t start, int64_t duration);
+/*
+ * weft__pprof_add - one sample: n pcs, leaf first; exact: pc[0] is where
+ * the code stood, not a return address; values: as many as the kind's
+ * sample types; labels: may be NULL (the builder takes no reference; keep
+ * l alive until weft__pprof_write). Identical stacks are not merged:
+ * collectors aggregate before. Returns 0 or WEFT_ENOMEM.
+ */
+int weft__pprof_add(struct pprof *b, const uintptr_t *pc, int n, bool exact,
+                    const int64_t *values, const struct weft__labels *l);
+/* weft__pprof_write - encode, gzip and write the profile to fd (fd < 0:
+ * nothing), then free b. Returns 0 or a negative errno. */
+int weft__pprof_write(struct pprof *b, int fd);
+void weft__pprof_free(struct pprof *b);
+
+/* ------------------------------------------------------------------ sinks */
+
+/*
+ * weft__writeall - write all n bytes to fd: a blocking fd directly; on
+ * EAGAIN (a non-blocking fd), waits with weft_fd_wait on a coroutine,
+ * with poll(2) elsewhere. Returns 0 or a negative errno.
+ */
+int weft__writeall(int fd, const void *buf, size_t n);
+
+#endif /* WEFT_PPROF_H */
