@@ -13,7 +13,7 @@ set -euo pipefail
 pkgs=(
     build-essential meson ninja-build pkg-config python3
     libunwind-dev libdw-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev
-    libuv1-dev golang-go valgrind wrk hey curl panicparse
+    libuv1-dev golang-go valgrind wrk hey curl panicparse prometheus clang
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 )
 
