@@ -721,6 +721,58 @@ WEFT_EXTERN int weft_label_get(const char *key, char *buf, size_t n);
  */
 WEFT_EXTERN int weft_metrics_write(int fd);
 
+/*
+ * struct weft_metrics - the same figures as numbers. Counters (_total in
+ * the text) only grow while a runtime runs and start at 0 with each
+ * weft_main. Fields are only ever added at the end: a program built
+ * against an older weft.h passes its smaller size and gets the prefix it
+ * knows. Times are int64_t nanoseconds; -1: unavailable (no /proc).
+ */
+#define WEFT_METRICS_LAT_BUCKETS 23
+struct weft_metrics {
+    /* Scheduler. */
+    int64_t coroutines;         /* live: spawned and not yet returned */
+    int64_t threads;            /* Ms (OS threads running coroutines) */
+    int64_t procs;              /* Ps (WEFTMAXPROCS) */
+    uint64_t coroutines_created;
+    uint64_t context_switches;  /* scheduler ticks: a coroutine switched
+                                 * in, or a yield with nothing else to run */
+    uint64_t steals;            /* successful steals from another P */
+    uint64_t syscall_handoffs;  /* Ps taken from a thread in a syscall */
+    int64_t netpoll_waiters;    /* coroutines parked on an fd */
+    int64_t mutex_wait_ns;      /* time mutex/rwmutex waiters spent
+                                 * blocked (contended slow path only) */
+    /* Scheduling latency, runnable to running, 1 in 256 transitions of
+     * each coroutine: sched_lat_counts[i] samples (not cumulative) took
+     * at most sched_lat_bounds_ns[i] and more than the bound before; the
+     * last bound is INT64_MAX (+Inf). */
+    uint64_t sched_lat_count;   /* == the sum of the counts */
+    int64_t sched_lat_sum_ns;
+    int64_t sched_lat_bounds_ns[WEFT_METRICS_LAT_BUCKETS];
+    uint64_t sched_lat_counts[WEFT_METRICS_LAT_BUCKETS];
+    /* Process (Prometheus client_golang's process collector). */
+    int64_t process_cpu_ns;            /* user + system */
+    int64_t process_open_fds;
+    int64_t process_max_fds;           /* RLIMIT_NOFILE soft limit */
+    int64_t process_virtual_memory_bytes;
+    int64_t process_virtual_memory_max_bytes; /* RLIMIT_AS; INT64_MAX:
+                                               * unlimited */
+    int64_t process_resident_memory_bytes;
+    int64_t process_start_time_ns;     /* since the epoch */
+};
+
+/*
+ * weft_metrics_read - fill *m with the runtime's metrics; size is
+ * sizeof *m as the caller knows it (ABI growth, see above). Returns the
+ * bytes filled (min(size, sizeof(struct weft_metrics)); a larger tail is
+ * zeroed), or WEFT_EINVAL (m NULL, or size smaller than the first
+ * version of the struct), WEFT_ENORUNTIME. Any thread, while weft_main
+ * runs (a thread outside the runtime must not race its shutdown); the
+ * figures are read without stopping the scheduler, so they agree with
+ * each other only approximately, like a schedtrace line.
+ */
+WEFT_EXTERN int weft_metrics_read(struct weft_metrics *m, size_t size);
+
 /* ---------------------------------------------------------- debug server */
 
 /*

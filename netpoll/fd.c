@@ -99,6 +99,11 @@ bool weft__netpoll_waiters(void)
     return LOAD(&nwaiters) > 0;
 }
 
+int32_t weft__netpoll_nwaiters(void)
+{
+    return LOAD(&nwaiters);
+}
+
 static struct rlimit oldnofile;
 static bool nofileraised;
 

@@ -42,6 +42,7 @@ void weft__netpoll_close(void);
 struct g *weft__netpoll(int64_t delay);
 void weft__netpoll_break(void);
 bool weft__netpoll_waiters(void);
+int32_t weft__netpoll_nwaiters(void); /* how many (metrics) */
 int weft__netpoll_open(int fd, uint64_t data);
 void weft__netpoll_disarm(int fd);
 

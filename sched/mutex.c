@@ -514,6 +514,8 @@ static int lockslow(struct mutex *m, struct g *gp, int64_t deadline,
     }
     if (recorded)
         unrecord(gp);
+    if (waitstart != 0) /* it queued: contended (metrics.c) */
+        weft__metrics_mutexwait(weft__nanotime() - waitstart);
     if (ret == 0) {
         sethint_afterpark(m, LOAD(&m->state));
         STORE(&m->owner, gp->id);
@@ -696,7 +698,9 @@ static int rlock(struct rwmutex *rw, int64_t deadline)
     bool recorded = false;
     if (deadline == WEFT_FOREVER)
         checkcycle(rw, WK_RLOCK, gp, WR_SYNC_RWMUTEX_RLOCK, &recorded);
+    int64_t t0 = weft__nanotime();
     int rc = rwait(rw, rw_gen(n), deadline);
+    weft__metrics_mutexwait(weft__nanotime() - t0);
     if (recorded)
         unrecord(gp);
     return rc;
@@ -797,8 +801,11 @@ static int wlock_(struct rwmutex *rw, int64_t deadline)
     } while (!atomic_compare_exchange_weak(&rw->word, &v, n));
     if (rw_w(n) == 0)
         return 0;
-    if (weft__semacquire(&rw->writersem, deadline, WR_SYNC_RWMUTEX_LOCK,
-                         false) == 0)
+    int64_t t0 = weft__nanotime();
+    int rc = weft__semacquire(&rw->writersem, deadline,
+                              WR_SYNC_RWMUTEX_LOCK, false);
+    weft__metrics_mutexwait(weft__nanotime() - t0);
+    if (rc == 0)
         return 0;
     v = LOAD(&rw->word);
     /* Readers that were in stay in; W goes to 0 with no release. */

@@ -153,6 +153,17 @@ static inline __attribute__((always_inline)) void execute(struct m *mp, struct g
     if (unlikely(LOAD(&gp->preempt)) &&
         atomic_exchange_explicit(&gp->preempt, 0, memory_order_relaxed))
         attention_add(-1);
+    if (unlikely(gp->runnableat != 0))
+        weft__metrics_schedlat(pp, gp);
+}
+
+/* trackrunnable - gp becomes runnable: time one transition in
+ * METRICS_TRACK_PERIOD until execute (Go's gTrackingPeriod; our switch
+ * costs a fifth of a clock read, so the period is longer than Go's 8). */
+static inline __attribute__((always_inline)) void trackrunnable(struct g *gp)
+{
+    if (unlikely((uint8_t)(++gp->trackseq % METRICS_TRACK_PERIOD) == 0))
+        gp->runnableat = weft__nanotime();
 }
 
 /* Switch from G gp to G next on mp; returns when gp runs again. */
@@ -209,6 +220,7 @@ static void runafter_slow(struct m *mp)
             !mp->afterunlock(gp, mp->afterarg)) {
             /* Changed its mind: the condition it waited for holds. */
             STORE(&gp->status, G_RUNNABLE);
+            trackrunnable(gp);
             weft__runqput(mp->p, gp, true);
         }
         break;
@@ -261,6 +273,8 @@ leave(struct m *mp, struct g *gp, uint32_t status, int after, struct g *next)
 {
     bool dying = status == G_DEAD;
     STORE(&gp->status, status);
+    if (status == G_RUNNABLE)
+        trackrunnable(gp);
     /* A flag sysmon set is honoured by leaving: clear it, or the global
      * attention word would send every switch through g0 until gp runs
      * again. */
@@ -473,6 +487,8 @@ static int64_t newproc(struct p *pp, int64_t parentid, weft_fn fn, void *arg,
                                       gp->stk.hi - gp->stk.lo);
     weft__ctx_make(&gp->ctx, gp->stk.hi, gentry, gp);
     STORE(&gp->status, G_RUNNABLE);
+    trackrunnable(gp);
+    weft__pstat_add(&pp->metrics.created, 1);
     weft__runqput(pp, gp, true);
     if (mainstarted)
         weft__wakep();
@@ -532,6 +548,7 @@ static _Noreturn void goexit(void)
 {
     struct m *mp = weft__getm();
     struct g *gp = mp->curg;
+    weft__pstat_add(&mp->p->metrics.exited, 1);
     leave(mp, gp, G_DEAD, AFTER_EXIT, fastnext(mp->p));
     weft__throw("weft: goexit - dead G resumed");
 }
@@ -575,6 +592,7 @@ void weft__ready(struct g *gp)
     uint32_t st = G_WAITING;
     if (!atomic_compare_exchange_strong(&gp->status, &st, G_RUNNABLE))
         weft__throw("weft: ready - G is not waiting");
+    trackrunnable(gp);
     weft__runqput(weft__getm()->p, gp, true);
     weft__wakep();
 }
@@ -598,6 +616,7 @@ static void globready(struct g *list, bool external)
         uint32_t st = G_WAITING;
         if (!atomic_compare_exchange_strong(&gp->status, &st, G_RUNNABLE))
             weft__throw("weft: ready - G is not waiting");
+        trackrunnable(gp);
         weft__globrunqput(gp);
         if (np < 8 && !LOAD(&weft__sched.exiting) &&
             (ps[np] = pidleget()) != NULL)
@@ -992,12 +1011,14 @@ static struct g *injectglist(struct m *mp, struct g *list)
     struct g *first = list;
     list = list->schedlink;
     STORE(&first->status, G_RUNNABLE);
+    trackrunnable(first);
     if (list == NULL)
         return first;
     while (list != NULL) {
         struct g *gp = list;
         list = list->schedlink;
         STORE(&gp->status, G_RUNNABLE);
+        trackrunnable(gp);
         weft__runqput(mp->p, gp, false);
     }
     weft__wakep();
@@ -1037,8 +1058,10 @@ static struct g *stealwork(struct m *mp, struct p *pp, int64_t now,
             }
             if (!weft__runqempty(p2)) {
                 struct g *gp = weft__runqsteal(pp, p2, last);
-                if (gp != NULL)
+                if (gp != NULL) {
+                    weft__pstat_add(&pp->metrics.steals, 1);
                     return gp;
+                }
             }
         }
     }

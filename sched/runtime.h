@@ -230,6 +230,12 @@ struct g {
                             * read it racily); "" or NULL: unnamed */
     struct weft__labels *labels; /* owner: its reference (pprof.h), NULL:
                                   * no labels */
+    /* Scheduling latency (metrics.c), Go's gTrackingPeriod: whoever makes
+     * the G runnable bumps trackseq and, one time in METRICS_TRACK_PERIOD,
+     * stamps runnableat (weft__nanotime); execute records and clears it.
+     * Ordered by the run queue's release/acquire like the G itself. */
+    uint8_t trackseq;
+    int64_t runnableat;    /* 0: not sampled */
 };
 
 /* ---------------------------------------------------------------- waits */
@@ -353,6 +359,44 @@ typedef void (*weft__contention_fn)(struct g *gp, int reason, int64_t start,
                                     struct g *unlocker);
 extern weft__contention_fn weft__contention_hook;
 
+/* ------------------------------------------------------------- metrics */
+
+/* Latency buckets: upper bounds 100 ns, 200 ns, 500 ns ... 1 s, then
+ * +Inf (metrics.c, weft.h's WEFT_METRICS_LAT_BUCKETS). One transition to
+ * runnable in METRICS_TRACK_PERIOD per G is timed. */
+#define METRICS_LAT_BUCKETS 23
+#define METRICS_TRACK_PERIOD 256
+
+/* A P's counters (metrics.c sums them on read). Written by the owner P
+ * only (relaxed atomic load + store: no lock prefix, no shared line),
+ * except ticks, which only sysmon writes; read racily by anyone. */
+struct pmetrics {
+    uint64_t created;       /* owner: Gs spawned here */
+    uint64_t exited;        /* owner: Gs that ended here */
+    uint64_t steals;        /* owner: successful runqsteal calls */
+    uint64_t mutexwait;     /* owner: ns waiters spent blocked, resumed here */
+    uint64_t latsum;        /* owner: ns, sampled latencies */
+    uint64_t lat[METRICS_LAT_BUCKETS]; /* owner: sampled latencies */
+    uint64_t ticks;         /* sysmon: schedtick widened to 64 bits; the
+                             * low 32 bits equal schedtick when written */
+};
+
+static inline void weft__pstat_add(uint64_t *f, uint64_t d)
+{
+    __atomic_store_n(f, __atomic_load_n(f, __ATOMIC_RELAXED) + d,
+                     __ATOMIC_RELAXED);
+}
+
+struct p;
+/* metrics.c: record gp's sampled latency on pp (execute, owner P) */
+void weft__metrics_schedlat(struct p *pp, struct g *gp);
+/* metrics.c: a contended sync-object wait of ns, on the current P */
+void weft__metrics_mutexwait(int64_t ns);
+/* metrics.c: widen every P's schedtick (sysmon, every busy tick) */
+void weft__metrics_tick(void);
+/* metrics.c: v as Go's strconv.FormatFloat(v, 'g', -1, 64) */
+void weft__metrics_fmtg(char *out, size_t cap, double v);
+
 /* ------------------------------------------------------------------- P */
 
 #define RUNQ_SIZE 256
@@ -390,6 +434,8 @@ struct p {
     int64_t sm_schedwhen, sm_syscallwhen;
     struct g *sm_preempted;  /* the G it last flagged here, until settled */
     uint32_t sm_preempttick; /* schedtick when it flagged it */
+
+    _Alignas(CACHELINE) struct pmetrics metrics;
 };
 
 /* ------------------------------------------------------------------- M */
@@ -479,6 +525,8 @@ struct schedt {
     struct g *gfree;            /* gflock */
     struct g *gfreenostack;     /* gflock: dead Gs that own no stack */
     _Atomic int32_t ngfree;     /* gflock writes; read unlocked as a hint */
+
+    _Atomic uint64_t nhandoff;  /* sysmon: Ps retaken from syscalls */
 };
 
 extern struct schedt weft__sched;

@@ -89,6 +89,7 @@ static uint32_t retake(int64_t now)
                 continue;
             if (atomic_compare_exchange_strong(&pp->status, &st, P_IDLE)) {
                 STORE(&pp->m, NULL);
+                STORE(&weft__sched.nhandoff, LOAD(&weft__sched.nhandoff) + 1);
                 n++;
                 weft__handoffp(pp);
             }
@@ -208,6 +209,7 @@ static void *sysmon(void *arg)
         }
 
         uint32_t n = retake(now);
+        weft__metrics_tick();
         /* Busy Ps poll only when they run dry: poll for them if nobody
          * has for 10 ms, so I/O waiters are not starved (Go's sysmon). */
         int64_t lp = LOAD(&weft__sched.lastpoll);
