@@ -4,8 +4,10 @@
  * answer it, repeat. While a connection waits for its peer, its coroutine
  * is parked and the thread serves the others.
  *
- *     build/examples/httpd [--port N] [--procs N]  (default port 8080;
- *                                                  0 picks a free one)
+ *     build/examples/httpd [--port N] [--procs N] [--debug-addr ADDR]
+ *         (default port 8080, 0 picks a free one; the debug server, Go's
+ *         /debug/pprof/ and /metrics, on ADDR, default 127.0.0.1:6060,
+ *         "off" for none)
  *     curl -s localhost:8080/
  *     curl -s -d '{"hello":"world"}' localhost:8080/sendjson
  *     hey -z 5s -c 50 -m POST -T application/json -d '{"a":1}' \
@@ -761,11 +763,17 @@ static int local_port(int fd)
     return -1;
 }
 
+struct config {
+    long port;
+    const char *debug_addr; /* NULL: no debug server */
+};
+
 static int serve(void *arg)
 {
+    const struct config *cfg = arg;
     char addr[16];
 
-    snprintf(addr, sizeof addr, ":%ld", (long)(intptr_t)arg);
+    snprintf(addr, sizeof addr, ":%ld", cfg->port);
     int lfd = weft_listen("tcp", addr, 0);
     if (lfd < 0) {
         fprintf(stderr, "httpd: listen %s: %s\n", addr, weft_strerror(lfd));
@@ -773,6 +781,17 @@ static int serve(void *arg)
     }
     printf("httpd: listening on :%d (%d procs)\n", local_port(lfd),
            weft_procs());
+    if (cfg->debug_addr != NULL) {
+        /* Profiles and metrics of this very server, served by coroutines
+         * beside its own; a failure costs only the debug server. */
+        int dport = weft_debug_serve(cfg->debug_addr);
+        if (dport < 0)
+            fprintf(stderr, "httpd: debug server on %s: %s\n",
+                    cfg->debug_addr, weft_strerror(dport));
+        else
+            printf("httpd: debug server on port %d (%s)\n", dport,
+                   cfg->debug_addr);
+    }
     fflush(stdout); /* a script may be waiting for this line on a pipe */
 
     /* The default stack size on purpose: default stacks are recycled from
@@ -805,7 +824,9 @@ static int serve(void *arg)
 
 static void usage(const char *prog)
 {
-    fprintf(stderr, "usage: %s [--port N] [--procs N]\n", prog);
+    fprintf(stderr,
+            "usage: %s [--port N] [--procs N] [--debug-addr ADDR|off]\n",
+            prog);
     exit(2);
 }
 
@@ -825,11 +846,15 @@ static long flag_num(int argc, char **argv, int *i, long lo, long hi)
 
 int main(int argc, char **argv)
 {
-    long port = 8080;
+    struct config cfg = {8080, "127.0.0.1:6060"};
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--port") == 0) {
-            port = flag_num(argc, argv, &i, 0, 65535);
+            cfg.port = flag_num(argc, argv, &i, 0, 65535);
+        } else if (strcmp(argv[i], "--debug-addr") == 0) {
+            if (++i >= argc)
+                usage(argv[0]);
+            cfg.debug_addr = strcmp(argv[i], "off") == 0 ? NULL : argv[i];
         } else if (strcmp(argv[i], "--procs") == 0) {
             flag_num(argc, argv, &i, 1, WEFT_MAXPROCS_LIMIT);
             /* weft_main reads WEFTMAXPROCS once, when it starts. */
@@ -838,7 +863,7 @@ int main(int argc, char **argv)
             usage(argv[0]);
         }
     }
-    int rc = weft_main(serve, (void *)(intptr_t)port);
+    int rc = weft_main(serve, &cfg);
     if (rc < 0) {
         fprintf(stderr, "httpd: weft_main: %s\n", weft_strerror(rc));
         return 1;

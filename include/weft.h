@@ -784,11 +784,19 @@ WEFT_EXTERN int weft_metrics_read(struct weft_metrics *m, size_t size);
  * once listening, with the bound port (> 0), or WEFT_EINVAL (NULL or
  * malformed addr), WEFT_EBUSY (already serving), WEFT_ENOTCORO, or the
  * error of listen (-EADDRINUSE ...). The server runs until
- * weft_debug_stop() or the end of the runtime.
+ * weft_debug_stop() or the end of the runtime (which releases its fds and
+ * memory; a later runtime may serve again).
+ * Endpoints: /debug/pprof/ (Go's index page), /debug/pprof/{goroutine,
+ * block,mutex,threadcreate}?debug=0|1|2, /debug/pprof/profile?seconds=N
+ * (1..3600, default 30; 500 "cpu profiling already in use" if a CPU
+ * profile runs), /debug/pprof/cmdline, /debug/pprof/symbol (GET, POST),
+ * /metrics. One request per connection; heads of at most 8 KiB and 100
+ * headers (431), bodies of at most 64 KiB (413), the whole request within
+ * 10 s (408), at most 64 connections at once; GET, HEAD and POST (405).
  *
  * weft_debug_stop - close the listener and the open connections; returns
- * 0 or WEFT_EINVAL (not serving). Blocks until the server's coroutines
- * are gone.
+ * 0, WEFT_EINVAL (not serving), WEFT_ENOTCORO. Blocks until the server's
+ * coroutines are gone.
  */
 WEFT_EXTERN int weft_debug_serve(const char *addr);
 WEFT_EXTERN int weft_debug_stop(void);

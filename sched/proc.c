@@ -1495,6 +1495,7 @@ static void joinall(void)
 /* teardown - free the runtime. No M or sysmon may be running. */
 static void teardown(void)
 {
+    weft__debug_fini();
     weft__signals_restore();
     freeall();
     weft__netpoll_close();

@@ -709,6 +709,10 @@ void weft__sigstack_fini(struct m *mp);
 void weft__freeze_self(struct m *mp);
 _Noreturn void weft__fatal_deadlock(void);
 
+/* debugserver.c: release what the debug server's abandoned coroutines
+ * held. Runtime teardown only (no M running). */
+void weft__debug_fini(void);
+
 /* debugvars.c: WEFTDEBUG and WEFTTRACEBACK, parsed once by weft_main
  * before anything can print. Read racily afterwards (set before any M). */
 enum { TB_NONE, TB_SINGLE, TB_ALL, TB_SYSTEM, TB_CRASH };

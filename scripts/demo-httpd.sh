@@ -10,7 +10,11 @@
 # curl of / and of a POST /sendjson, `hey -z 3s -c 50` POSTing JSON to
 # /sendjson (its summary, latency percentiles and status codes), a request
 # with a 20 KiB header (431), and a request line that is not HTTP (400,
-# sent with bash's /dev/tcp, so netcat is not needed).
+# sent with bash's /dev/tcp, so netcat is not needed). Last, a 3-second CPU
+# profile taken through the server's debug server (--debug-addr
+# 127.0.0.1:0, its port on the second line) while hey loads it, shown by
+# `go tool pprof -top` (skipped without go; its errors are shown, not
+# fatal: a build without the CPU profiler answers 501).
 #
 # Bounds: every client runs under a timeout; the server is stopped at the
 # end and killed by the EXIT trap whatever happens. Needs curl and hey
@@ -42,7 +46,8 @@ cleanup() {
 trap cleanup EXIT
 
 # At most 5 minutes even if something hangs; the trap still runs.
-env -u WEFTDEBUG timeout 300 "$bin" --port 0 >"$log" 2>&1 &
+env -u WEFTDEBUG timeout 300 "$bin" --port 0 --debug-addr 127.0.0.1:0 \
+    >"$log" 2>&1 &
 pid=$!
 
 # The first line says which port the kernel picked.
@@ -101,6 +106,28 @@ exec 3<>"/dev/tcp/127.0.0.1/$port"
 printf 'HELLO WORLD\r\n\r\n' >&3
 timeout 5 cat <&3 | tr -d '\r'
 exec 3<&-
+echo
+
+dport=$(sed -n 's/^httpd: debug server on port \([0-9]*\) .*/\1/p' "$log")
+if [[ -z $dport ]]; then
+    echo "demo-httpd: no debug server:" >&2
+    cat "$log" >&2
+    exit 1
+fi
+profile="http://127.0.0.1:$dport/debug/pprof/profile?seconds=3"
+if command -v go >/dev/null; then
+    echo "\$ hey -z 4s -c 50 ... $url/sendjson &  go tool pprof -top '$profile'"
+    timeout 30 hey -z 4s -c 50 -m POST -T application/json -d "$json" \
+        "$url/sendjson" >/dev/null &
+    hey_pid=$!
+    ptmp=$(mktemp -d "${TMPDIR:-/tmp}/demo-pprof.XXXXXX")
+    PPROF_TMPDIR=$ptmp timeout 60 go tool pprof -top "$profile" 2>&1 |
+        head -n 25 || true
+    rm -rf "$ptmp"
+    wait "$hey_pid" || true
+else
+    echo "demo-httpd: go is not installed: no CPU profile (apt-get install golang-go)"
+fi
 echo
 
 kill "$pid"
