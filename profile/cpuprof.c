@@ -288,13 +288,22 @@ static void table_free(struct table *t)
 
 /* ------------------------------------------------------------ collector */
 
+/* allm - the newest M. Ms are never freed while the runtime runs and a
+ * published M's alllink never changes, so the list can be walked from
+ * here without the lock, which orders us after the Ms' set-up. */
+static struct m *allm(void)
+{
+    weft__lock(&weft__sched.lock);
+    struct m *head = weft__sched.allm;
+    weft__unlock(&weft__sched.lock);
+    return head;
+}
+
 /* drain - move every published slot of every M's ring into t. The one
- * consumer (invariant 2): the collector, or stop once it is joined. Ms
- * are never freed while the runtime runs, so allm can be walked without
- * sched.lock. */
+ * consumer (invariant 2): the collector, or stop once it is joined. */
 static void drain(struct table *t)
 {
-    struct m *head = __atomic_load_n(&weft__sched.allm, __ATOMIC_ACQUIRE);
+    struct m *head = allm();
     for (struct m *mp = head; mp != NULL; mp = mp->alllink) {
         struct cpubuf *b = __atomic_load_n(&mp->cpubuf, __ATOMIC_ACQUIRE);
         if (b == NULL)
@@ -405,7 +414,7 @@ static void end(struct table *out)
     atomic_store(&cp.quit, 1);
     weft__futexwake_os(&cp.quit, 1);
     pthread_join(cp.collector, NULL);
-    struct m *head = __atomic_load_n(&weft__sched.allm, __ATOMIC_ACQUIRE);
+    struct m *head = allm();
     for (struct m *mp = head; mp != NULL; mp = mp->alllink)
         if (mp->cpubuf != NULL)
             disarm(mp->cpubuf);
@@ -481,7 +490,7 @@ WEFT_EXTERN int weft_cpuprofile_start(int hz)
     cp.t0 = weft__nanotime();
     cp.active = true;
     atomic_store(&on, true); /* seq-cst: Dekker with weft__cpuprof_mstart */
-    struct m *head = __atomic_load_n(&weft__sched.allm, __ATOMIC_ACQUIRE);
+    struct m *head = allm();
     struct m *self = weft__getm();
     for (struct m *mp = head; mp != NULL; mp = mp->alllink)
         arm(mp, mp == self);
