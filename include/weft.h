@@ -670,13 +670,21 @@ WEFT_EXTERN int64_t weft_profile_count(const char *name);
  * weft_cpuprofile_stop. Each thread has its own CPU-time timer, so busy
  * threads are sampled fairly however many there are. Samples carry the
  * running coroutine's labels; time in the scheduler itself is charged to
- * a frame "weft.scheduler". Returns 0, WEFT_EBUSY (a profile is already
- * running, as Go's "cpu profiling already in use"), WEFT_EINVAL (hz out
- * of range), WEFT_ENORUNTIME, WEFT_ENOMEM. Never blocks.
+ * a frame "weft.scheduler". Uses SIGPROF while it runs: a system call
+ * a running coroutine makes may then fail with EINTR where SA_RESTART
+ * does not apply (as under Go's profiler). Returns 0, WEFT_EBUSY (a
+ * profile is already running, as Go's "cpu profiling already in use",
+ * or the program has its own SIGPROF handler, which weft never
+ * replaces; SIG_DFL or SIG_IGN is taken over and put back at stop),
+ * WEFT_EINVAL (hz out of range), WEFT_ENORUNTIME, WEFT_EAGAIN (no
+ * thread for the collector), -ENOSYS (built without protobuf-c/zlib).
+ * Never blocks.
  *
  * weft_cpuprofile_stop - stop sampling and write the profile to fd as
- * gzip'd profile.proto (fd < 0: discard it). Returns 0, WEFT_EINVAL (no
- * profile running), or a failed write's error. Blocks while it writes.
+ * gzip'd profile.proto (fd < 0: discard it). Any thread. Returns 0,
+ * WEFT_EINVAL (no profile running), WEFT_ENOMEM, or a failed write's
+ * error. Blocks while it writes. A profile still running when
+ * weft_main returns is stopped and discarded.
  */
 WEFT_EXTERN int weft_cpuprofile_start(int hz);
 WEFT_EXTERN int weft_cpuprofile_stop(int fd);

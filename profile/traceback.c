@@ -64,6 +64,13 @@
 
 /* ------------------------------------------------------------- unwinding */
 
+/* Nonzero while this thread is inside one of the unwinders below: the
+ * per-thread libunwind cache is not reentrant, so a CPU-profiling signal
+ * that lands meanwhile (cpuprof.c) drops its sample instead of unwinding.
+ * Only the thread itself writes it, so volatile is enough. */
+__thread volatile int weft__tb_busy
+    __attribute__((tls_model("initial-exec")));
+
 #if WEFT_HAVE_LIBUNWIND
 
 static RACY void walk(unw_cursor_t *c, struct tbuf *t, bool exact0)
@@ -130,18 +137,20 @@ RACY void weft__unwind_ctx(struct g *gp, struct tbuf *t)
     uc.uc_mcontext.sp = sp;
 #endif
     unw_cursor_t c;
-    if (unw_init_local(&c, &uc) < 0)
-        return;
-    walk(&c, t, true);
+    weft__tb_busy++;
+    if (unw_init_local(&c, &uc) >= 0)
+        walk(&c, t, true);
+    weft__tb_busy--;
 }
 
 RACY void weft__unwind_uc(void *uc, struct tbuf *t)
 {
     unw_cursor_t c;
     t->n = 0;
-    if (unw_init_local2(&c, (unw_context_t *)uc, UNW_INIT_SIGNAL_FRAME) < 0)
-        return;
-    walk(&c, t, true);
+    weft__tb_busy++;
+    if (unw_init_local2(&c, (unw_context_t *)uc, UNW_INIT_SIGNAL_FRAME) >= 0)
+        walk(&c, t, true);
+    weft__tb_busy--;
 }
 
 __attribute__((noinline)) void weft__unwind_here(struct tbuf *t)
@@ -149,9 +158,10 @@ __attribute__((noinline)) void weft__unwind_here(struct tbuf *t)
     unw_context_t uc;
     unw_cursor_t c;
     t->n = 0;
-    if (unw_getcontext(&uc) < 0 || unw_init_local(&c, &uc) < 0)
-        return;
-    walk(&c, t, false);
+    weft__tb_busy++;
+    if (unw_getcontext(&uc) >= 0 && unw_init_local(&c, &uc) >= 0)
+        walk(&c, t, false);
+    weft__tb_busy--;
 }
 
 #else /* no libunwind: headers, entry functions and creators only */

@@ -1266,6 +1266,7 @@ static void *mstart(void *arg)
      * before this M runs anything (dump.c). */
     atomic_store(&mp->tid, (int32_t)gettid());
     weft__freeze_self(mp);
+    weft__cpuprof_mstart(mp);
     if (mp->nextp != NULL) {
         acquirep(mp, mp->nextp);
         mp->nextp = NULL;
@@ -1277,6 +1278,7 @@ static void *mstart(void *arg)
         (void)pp; /* Ps are freed by weft_main after every M is gone */
         weft__unlock(&weft__sched.lock);
     }
+    weft__cpuprof_mexit(mp);
     atomic_store(&mp->tid, 0);
     ss.ss_flags = SS_DISABLE;
     sigaltstack(&ss, NULL);
@@ -1495,6 +1497,7 @@ static void joinall(void)
 /* teardown - free the runtime. No M or sysmon may be running. */
 static void teardown(void)
 {
+    weft__cpuprof_shutdown();
     weft__debug_fini();
     weft__signals_restore();
     freeall();

@@ -477,6 +477,7 @@ struct m {
     struct tbuf *frozen;
 
     void *sigstack;            /* sigaltstack for signals (dumps too) */
+    struct cpubuf *cpubuf;     /* cpuprof.c: its lock writes, SIGPROF reads */
     size_t sigstacksize;
     void *g0_asan_fake;
     void *g0_tsan_fiber;
@@ -680,6 +681,9 @@ struct gtrace {
 void weft__unwind_ctx(struct g *gp, struct tbuf *t);
 void weft__unwind_uc(void *uc, struct tbuf *t);
 void weft__unwind_here(struct tbuf *t);
+/* Nonzero while this thread runs an unwinder (cpuprof.c drops then). */
+extern __thread volatile int weft__tb_busy
+    __attribute__((tls_model("initial-exec")));
 /* One source frame at a pc: an inlined call chain gives several, the
  * innermost first; only the last (the real function) has an offset. */
 struct symf {
@@ -707,6 +711,12 @@ void weft__signals_restore(void);
 int weft__sigstack_init(struct m *mp);
 void weft__sigstack_fini(struct m *mp);
 void weft__freeze_self(struct m *mp);
+/* cpuprof.c: an M's thread arms its profiling timer before it runs
+ * anything and deletes it before it ends; shutdown ends a profile. */
+void weft__cpuprof_mstart(struct m *mp);
+void weft__cpuprof_mexit(struct m *mp);
+void weft__cpuprof_shutdown(void);
+int64_t weft__cpuprof_lost(void); /* samples the last profile lost */
 _Noreturn void weft__fatal_deadlock(void);
 
 /* debugserver.c: release what the debug server's abandoned coroutines
