@@ -22,6 +22,9 @@
  *  open    whether the current generation is registered.
  *  drained (stream sockets weft created) the G whose last read on the fd
  *          came back short (registry index + 1), or 0; see net.c.
+ *  hup     the backend saw the peer hang up in this generation (set
+ *          before the wake-up it comes with): net.c's short-read rule
+ *          is off from then on.
  *
  * Invariants:
  *  1. A waiter moves its word NIL -> WAIT, checks the generation, parks,
@@ -171,6 +174,7 @@ int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc,
             STORE(&pd->rg, PD_NIL);
             STORE(&pd->wg, PD_NIL);
             STORE(&pd->drained, 0);
+            STORE(&pd->hup, false);
             pd->stream = how == PD_NEWSTREAM;
             STORE(&pd->seq, seq);
             err = weft__netpoll_open(fd, (uint64_t)(uint32_t)fd |
@@ -209,12 +213,17 @@ static void wake(_Atomic uint64_t *w, struct g **list)
 }
 
 /* weft__pd_netready - the backend's report: the fd registered with data
- * is ready to read (r) and/or write (w). Claimed Gs are pushed on *list. */
-void weft__pd_netready(uint64_t data, bool r, bool w, struct g **list)
+ * is ready to read (r) and/or write (w), hup: the peer hung up. Claimed
+ * Gs are pushed on *list. */
+void weft__pd_netready(uint64_t data, bool r, bool w, bool hup,
+                       struct g **list)
 {
     struct pd *pd = pdlookup((int)(uint32_t)data);
     if (pd == NULL || LOAD(&pd->seq) != (uint32_t)(data >> 32))
         return;
+    /* Before the wake: the reader it wakes must see it (net.c). */
+    if (hup)
+        atomic_store(&pd->hup, true);
     if (r)
         wake(&pd->rg, list);
     if (w)

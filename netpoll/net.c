@@ -20,7 +20,9 @@
  *     edge-triggered epoll event. readsome relies on this to skip a
  *     read that could only fail with EAGAIN (saves a third of the
  *     syscalls of a request/response server). Pipes and adopted fds do
- *     not get this: not every kernel raises an edge per pipe write.
+ *     not get this: not every kernel raises an edge per pipe write. Nor
+ *     does a socket whose peer hung up: the FIN can share the last
+ *     data's edge, so no edge would follow (fd.c's hup).
  *  6. One-buffer reads and writes use recv/send on those sockets: no trip
  *     through the VFS layer, 2% of the kernel's cycles per call (perf
  *     stat on examples/echo), and MSG_NOSIGNAL needs no SIGPIPE setup.
@@ -194,7 +196,10 @@ static ssize_t readsome(int fd, const struct iovec *iov, int iovcnt,
     uint32_t me = 0;
     if (!plain && pd->stream) {
         me = weft__getg()->idx + 1;
+        /* Data and the peer's FIN can share one edge: after a hang-up,
+         * a short read proves nothing, so read on to the 0. */
         if (LOAD(&pd->drained) == me && len > 0 &&
+            !atomic_load(&pd->hup) &&
             (rc = weft__pd_wait(pd, seq, WEFT_READ, deadline)) < 0)
             return rc;
     }

@@ -25,7 +25,7 @@
  *
  * fd.c, the poll descriptors on top (see its top comment):
  *  weft__pd_adopt, weft__pd_wait, weft__pd_busy, weft__pd_close as
- *  documented there; weft__pd_netready(data, r, w, &list) is the
+ *  documented there; weft__pd_netready(data, r, w, hup, &list) is the
  *  backend's report of readiness; weft__pd_init raises the soft fd
  *  limit for the runtime's life, weft__pd_fini forgets every fd.
  */
@@ -54,6 +54,9 @@ struct pd {
     bool stream;             /* lock writes: a socket weft made, whose every
                               * arrival of data raises an edge (net.c) */
     _Atomic uint32_t drained; /* net.c: see weft_read_dl */
+    _Atomic bool hup;        /* the peer shut its side down (sticky for
+                              * this generation): a short read no longer
+                              * means a later edge will come */
     wlock lock;              /* adopt and close */
     /* Who opened it, for dumps and the leak detector (lock writes). */
     int64_t openerid;
@@ -66,7 +69,8 @@ int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc,
 bool weft__pd_busy(struct pd *pd, int mode);
 int weft__pd_wait(struct pd *pd, uint32_t seq, int mode, int64_t deadline);
 bool weft__pd_close(int fd);
-void weft__pd_netready(uint64_t data, bool r, bool w, struct g **list);
+void weft__pd_netready(uint64_t data, bool r, bool w, bool hup,
+                       struct g **list);
 void weft__pd_init(void);
 void weft__pd_fini(void);
 

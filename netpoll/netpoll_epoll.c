@@ -142,7 +142,8 @@ struct g *weft__netpoll(int64_t delay)
         uint32_t e = evs[i].events;
         bool r = e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
         bool w = e & (EPOLLOUT | EPOLLHUP | EPOLLERR);
-        weft__pd_netready(evs[i].data.u64, r, w, &list);
+        weft__pd_netready(evs[i].data.u64, r, w,
+                          e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR), &list);
     }
     return list;
 }
