@@ -42,6 +42,10 @@
  * waits: a server's idle connections would bury every real contention
  * under hours of "blocked" reads. Sleeps are left out too (Go's).
  *
+ * threadcreate stacks are walked by frame pointers (fpwalk), not by
+ * libunwind, which keeps a pipe open once used: Ms are created by every
+ * runtime, profiled or not.
+ *
  * Rejected: unwinding in the hook by frame pointers only. Faster, but
  * libc and libraries built without them would cut stacks short; the
  * hook runs only while a profile is on, off any lock (sema.c reports
@@ -50,6 +54,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -347,25 +352,60 @@ static wlock tclock;
 static struct tcrec *tchead;     /* tclock */
 static _Atomic int64_t tccount;  /* records on tchead */
 
+/* fpwalk - the calling thread's return addresses by frame pointers
+ * (weft builds with -fno-omit-frame-pointer), within the current stack's
+ * bounds; stops at the first frame without one. libunwind is not used
+ * here: its address validation opens a pipe for the process's life,
+ * and every runtime creates Ms, profiled or not. */
+static int fpwalk(uintptr_t *pc, int max)
+{
+    uintptr_t fp = (uintptr_t)__builtin_frame_address(0), lo = 0, hi = 0;
+    struct g *gp = weft__getg();
+    if (gp != NULL && fp >= gp->stk.lo && fp < gp->stk.hi) {
+        lo = gp->stk.lo;
+        hi = gp->stk.hi;
+    } else {
+        pthread_attr_t a;
+        void *addr;
+        size_t size;
+        if (pthread_getattr_np(pthread_self(), &a) != 0)
+            return 0;
+        if (pthread_attr_getstack(&a, &addr, &size) == 0) {
+            lo = (uintptr_t)addr;
+            hi = lo + size;
+        }
+        pthread_attr_destroy(&a);
+    }
+    int n = 0;
+    while (n < max && fp >= lo && fp + 2 * sizeof(uintptr_t) <= hi &&
+           (fp & (sizeof(uintptr_t) - 1)) == 0) {
+        uintptr_t next = ((uintptr_t *)fp)[0], ret = ((uintptr_t *)fp)[1];
+        if (ret == 0)
+            break;
+        pc[n++] = ret;
+        if (next <= fp)
+            break;
+        fp = next;
+    }
+    return n;
+}
+
 /* weft__threadcreate_record - see runtime.h. May run on a coroutine (a
- * wakep that starts an M): the unwind buffer is allocated. */
+ * wakep that starts an M). */
 void weft__threadcreate_record(void)
 {
-    struct tbuf *t = malloc(sizeof *t);
-    if (t == NULL)
+    uintptr_t pc[64];
+    int n = fpwalk(pc, 64);
+    struct tcrec *r = malloc(sizeof *r + (size_t)n * sizeof r->pc[0]);
+    if (r == NULL)
         return;
-    weft__unwind_here(t);
-    struct tcrec *r = malloc(sizeof *r + (size_t)t->n * sizeof r->pc[0]);
-    if (r != NULL) {
-        r->n = t->n;
-        memcpy(r->pc, t->pc, (size_t)t->n * sizeof r->pc[0]);
-        weft__lock(&tclock);
-        r->next = tchead;
-        tchead = r;
-        atomic_fetch_add(&tccount, 1);
-        weft__unlock(&tclock);
-    }
-    free(t);
+    r->n = n;
+    memcpy(r->pc, pc, (size_t)n * sizeof r->pc[0]);
+    weft__lock(&tclock);
+    r->next = tchead;
+    tchead = r;
+    atomic_fetch_add(&tccount, 1);
+    weft__unlock(&tclock);
 }
 
 /* weft__profiles_reset - see runtime.h. No M runs. */
