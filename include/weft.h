@@ -637,20 +637,24 @@ WEFT_EXTERN int weft_dump(int fd, int level);
  * every location carries its function, file and line). Names, as Go's:
  *  "goroutine"     every live coroutine's stack, with its labels
  *  "threadcreate"  the stacks that created the runtime's threads
- *  "block"         where coroutines waited on channels, select, sync
- *                  objects and sockets, and for how long (needs
- *                  weft_set_block_profile_rate)
+ *  "block"         where coroutines waited on channels, select and sync
+ *                  objects, and for how long (needs
+ *                  weft_set_block_profile_rate; as in Go, sleeps and
+ *                  socket waits are left out)
  *  "mutex"         how long waiters waited for a weft_mutex_t/rwmutex,
  *                  charged to the stack that unlocked it (needs
  *                  weft_set_mutex_profile_fraction)
  *
  * weft_profile_write - write profile name to fd. debug: 0 gzip'd
  * profile.proto; 1 Go's legacy text with symbolized "#" lines; 2
- * ("goroutine" only) the traceback of every coroutine, as weft_dump
- * WEFT_DUMP_ALL. fd may be a blocking fd or one weft opened (a socket
+ * ("goroutine"; the others write 1, as Go) the traceback of every
+ * coroutine, as weft_dump WEFT_DUMP_ALL. Stacks start at the public weft
+ * call (weft_chan_recv, not the scheduler inside it). fd may be a blocking fd or one weft opened (a socket
  * weft_accept returned); a non-blocking fd weft does not know waits in
  * poll(2). Returns 0, WEFT_EINVAL (NULL or unknown name, bad debug),
- * WEFT_EBADF, WEFT_ENORUNTIME, WEFT_ENOMEM, or a failed write's error.
+ * WEFT_EBADF, WEFT_ENORUNTIME ("goroutine" only: the others can be
+ * written after weft_main returned), WEFT_EBUSY (a dump is stuck),
+ * WEFT_ENOMEM, or a failed write's error.
  * Blocks while it writes; "goroutine" stops every thread briefly, as
  * weft_dump does.
  */

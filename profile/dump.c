@@ -47,6 +47,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include "pprof.h"
 #include "runtime.h"
 
 #define SIGSTACK_SIZE (256 * 1024) /* libunwind + libdw; untouched: free */
@@ -663,6 +664,100 @@ static RACY int dumpall(int fd, int level, void *uc, int flags,
     flush(&d->o);
     munmap(mem, snapbytes + poolbytes);
     return -d->o.err;
+}
+
+/*
+ * weft__gstacks - the goroutine profile's snapshot: dumpall's freeze and
+ * copy, plus a reference to each G's labels taken while frozen (an
+ * atomic increment; a frozen or parked G cannot drop its set meanwhile:
+ * only the G itself replaces it). If an M did not answer, running Gs may
+ * change their labels under us, so none are taken. See runtime.h.
+ */
+RACY long weft__gstacks(struct gstack **out)
+{
+    *out = NULL;
+    if (!dumplock())
+        return WEFT_EBUSY;
+    struct dump *d = &dumpst;
+    struct m *self = weft__getm();
+    d->nm = 0;
+    d->nsnap = d->nframe = 0;
+    static struct tbuf selft; /* dump lock */
+    weft__unwind_here(&selft);
+    uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+    struct g *cur = self != NULL ? owner(self->curg, self->afterg, sp) : NULL;
+    size_t n = __atomic_load_n(&weft__allglen, __ATOMIC_ACQUIRE) + 64;
+    size_t snapbytes = n * sizeof *d->snaps;
+    size_t poolbytes = n * TB_MAX * sizeof *d->pool;
+    size_t lblbytes = n * sizeof(struct weft__labels *);
+    void *mem = mmap(NULL, snapbytes + poolbytes + lblbytes,
+                     PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mem == MAP_FAILED) {
+        dumpunlock();
+        return WEFT_ENOMEM;
+    }
+    d->snaps = mem;
+    d->pool = (struct snapframe *)((char *)mem + snapbytes);
+    struct weft__labels **lbl =
+        (struct weft__labels **)((char *)mem + snapbytes + poolbytes);
+    d->capsnap = n;
+
+    uint32_t gen = freeze(self, &d->allfrozen);
+    struct m *head = __atomic_load_n(&weft__sched.allm, __ATOMIC_ACQUIRE);
+    for (struct m *mp = head; mp != NULL && d->nm < MAXM; mp = mp->alllink) {
+        if (mp == self ||
+            atomic_load_explicit(&mp->freezeack, memory_order_acquire) != gen)
+            continue;
+        struct g *gp = mp->frozen->n > 0
+                           ? owner(mp->frozeng, mp->frozenafter, mp->frozensp)
+                           : NULL;
+        d->ms[d->nm++] = (struct frozenm){gp, mp->frozen};
+    }
+    size_t ng = __atomic_load_n(&weft__allglen, __ATOMIC_ACQUIRE);
+    struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; chunks != NULL && i < ng; i++) {
+        struct g *gp = weft__allg(chunks, i);
+        size_t before = d->nsnap;
+        take(d, gp, gp == cur ? &selft : NULL);
+        if (d->nsnap == before)
+            continue;
+        struct weft__labels *l = NULL;
+        if (d->allfrozen || gp == cur)
+            l = __atomic_load_n(&gp->labels, __ATOMIC_RELAXED);
+        weft__labels_ref(l);
+        lbl[before] = l;
+    }
+    thaw(gen);
+
+    for (size_t i = 0; i < d->nsnap; i++)
+        keep(d, &d->snaps[i]);
+    long r = (long)d->nsnap;
+    struct gstack *gs = malloc(d->nsnap * sizeof *gs +
+                               d->nframe * sizeof(uintptr_t) + 1);
+    if (gs == NULL) {
+        for (size_t i = 0; i < d->nsnap; i++)
+            weft__labels_unref(lbl[i]);
+        r = WEFT_ENOMEM;
+    } else {
+        uintptr_t *pcs = (uintptr_t *)(gs + d->nsnap);
+        for (size_t i = 0; i < d->nframe; i++)
+            pcs[i] = d->pool[i].pc;
+        for (size_t i = 0; i < d->nsnap; i++) {
+            const struct snap *sn = &d->snaps[i];
+            gs[i] = (struct gstack){
+                .id = sn->id,
+                .labels = lbl[i],
+                .exact = sn->nf > 0 && d->pool[sn->off].exact,
+                .n = sn->unavailable ? 0 : sn->nf,
+                .pc = pcs + sn->off,
+            };
+        }
+        *out = gs;
+    }
+    munmap(mem, snapbytes + poolbytes + lblbytes);
+    dumpunlock();
+    return r;
 }
 
 /* lockeddump - dumpall under the dump lock; without the lock (a fault

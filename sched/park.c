@@ -40,7 +40,7 @@
  */
 #include "runtime.h"
 
-weft__contention_fn weft__contention_hook;
+_Atomic(weft__contention_fn) weft__contention_hook;
 
 struct parkarg {
     int64_t deadline;
@@ -99,8 +99,10 @@ int weft__wait_park(int reason, int64_t deadline, void (*unlock)(void *),
         return WEFT_ETIMEDOUT;
     if (deadline != WEFT_FOREVER)
         weft__timer_del(&gp->timer); /* a late firing fails its CAS */
-    if (unlikely(weft__contention_hook != NULL) && t0 != 0)
-        weft__contention_hook(gp, reason, t0, weft__nanotime(), arg, NULL);
+    /* One load: the profile may be switched off meanwhile. */
+    weft__contention_fn hook = weft__contention_hook;
+    if (unlikely(hook != NULL) && t0 != 0)
+        hook(gp, reason, t0, weft__nanotime(), arg, NULL);
     return 0;
 }
 

@@ -61,6 +61,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "pprof.h"
 #include "runtime.h"
 #include "sanitizer.h"
 
@@ -458,7 +459,8 @@ static void setname(struct g *gp, const char *name)
 
 /* newproc - create a runnable G on pp running fn(arg). */
 static int64_t newproc(struct p *pp, int64_t parentid, weft_fn fn, void *arg,
-                       size_t stacksize, const char *name, uintptr_t pc)
+                       size_t stacksize, const char *name, uintptr_t pc,
+                       struct weft__labels *labels)
 {
     struct g *gp = NULL;
     int err = WEFT_ENOMEM;
@@ -480,6 +482,10 @@ static int64_t newproc(struct p *pp, int64_t parentid, weft_fn fn, void *arg,
     __atomic_store_n(&gp->waitsince, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&gp->waitreason, WR_ZERO, __ATOMIC_RELAXED);
     gp->syscallp = false;
+    /* The child inherits the spawner's labels (profiles.c invariant 1:
+     * set before anyone can see the child). */
+    weft__labels_ref(labels);
+    __atomic_store_n(&gp->labels, labels, __ATOMIC_RELAXED);
     if (unlikely(name != NULL || gp->name != NULL))
         setname(gp, name);
     if (unlikely(weft__san_on) && __asan_unpoison_memory_region)
@@ -519,7 +525,7 @@ static int64_t spawn(weft_fn fn, void *arg, const weft_go_opts_t *opts,
     if (gp == NULL || gp->syscallp)
         return WEFT_ENOTCORO;
     struct p *pp = mp->p;
-    int64_t id = newproc(pp, gp->id, fn, arg, size, name, pc);
+    int64_t id = newproc(pp, gp->id, fn, arg, size, name, pc, gp->labels);
     if (unlikely(attention() != 0)) {
         honourpreempt(mp, gp);
     } else if (unlikely(LOAD(&pp->runqtail) - LOAD(&pp->runqhead) >=
@@ -549,6 +555,9 @@ static _Noreturn void goexit(void)
     struct m *mp = weft__getm();
     struct g *gp = mp->curg;
     weft__pstat_add(&mp->p->metrics.exited, 1);
+    struct weft__labels *l = gp->labels;
+    __atomic_store_n(&gp->labels, NULL, __ATOMIC_RELAXED);
+    weft__labels_unref(l);
     leave(mp, gp, G_DEAD, AFTER_EXIT, fastnext(mp->p));
     weft__throw("weft: goexit - dead G resumed");
 }
@@ -839,6 +848,7 @@ static bool newm(struct p *pp, bool spinning)
         weft__unlock(&weft__sched.lock);
     }
     if (registered) {
+        weft__threadcreate_record(); /* the threadcreate profile */
         mp->nextp = pp;
         STORE(&mp->spinning, spinning);
         STORE(&mp->state, M_RUNNING);
@@ -1438,6 +1448,8 @@ static void freeall(void)
         weft__stack_free(&gp->stk);
         free(gp->name);
         free(gp->tbcache);
+        weft__labels_unref(gp->labels); /* Gs still parked at the end */
+        gp->labels = NULL;
     }
     for (size_t c = 0; !abandoned && c * ALLG_CHUNK < weft__allglen; c++)
         free(weft__allgchunks[c]);
@@ -1525,6 +1537,7 @@ WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg)
     memset(&weft__sched, 0, sizeof weft__sched);
     weft__sema_reset();
     weft__mutex_reset();
+    weft__profiles_reset();
     __atomic_store_n(&weft__attention, 0, __ATOMIC_SEQ_CST);
     abandoned = false;
     mainstarted = false;
@@ -1560,7 +1573,7 @@ WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg)
 
     struct mainarg ma = {fn, arg};
     int64_t id = newproc(weft__allp[0], 0, runmain, &ma, WEFT_STACK_DEFAULT,
-                         NULL, (uintptr_t)__builtin_return_address(0));
+                         NULL, (uintptr_t)__builtin_return_address(0), NULL);
     if (id < 0 || (err = weft__sysmon_start()) < 0) {
         teardown();
         return id < 0 ? (int)id : err;

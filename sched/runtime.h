@@ -357,7 +357,13 @@ void weft__chan_unref(weft_chan_t *c);
 typedef void (*weft__contention_fn)(struct g *gp, int reason, int64_t start,
                                     int64_t end, const void *obj,
                                     struct g *unlocker);
-extern weft__contention_fn weft__contention_hook;
+extern _Atomic(weft__contention_fn) weft__contention_hook; /* profiles.c
+                                                             * sets it */
+/* profiles.c: record the calling thread's stack as a thread creator
+ * (newm, before the thread starts); forget the last runtime's records
+ * (weft_main). */
+void weft__threadcreate_record(void);
+void weft__profiles_reset(void);
 
 /* ------------------------------------------------------------- metrics */
 
@@ -718,6 +724,21 @@ void weft__cpuprof_mexit(struct m *mp);
 void weft__cpuprof_shutdown(void);
 int64_t weft__cpuprof_lost(void); /* samples the last profile lost */
 _Noreturn void weft__fatal_deadlock(void);
+/* A live G's stack as weft__gstacks copied it (profiles.c). */
+struct gstack {
+    int64_t id;
+    struct weft__labels *labels; /* a reference the caller drops, or NULL */
+    bool exact;                  /* pc[0] is where it stood (never ran) */
+    uint32_t n;
+    const uintptr_t *pc;         /* n pcs, leaf first */
+};
+/* weft__gstacks - freeze every M, copy each live G's stack and take a
+ * reference to its labels, thaw (dump.c invariant 1: nothing allocated
+ * while frozen). Returns the number of Gs with *out a malloc'd block
+ * (the array and the pcs: one free), or WEFT_ENOMEM, WEFT_EBUSY (another
+ * dump holds the lock). A G running on an M that did not answer the
+ * freeze has n == 0. Not from a signal handler. */
+long weft__gstacks(struct gstack **out);
 
 /* debugserver.c: release what the debug server's abandoned coroutines
  * held. Runtime teardown only (no M running). */

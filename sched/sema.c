@@ -269,6 +269,13 @@ void weft__semrelease(_Atomic uint32_t *addr, uint32_t n, int flags,
     if (atomic_load(&r->nwait) == 0)
         return;
     struct g *list = NULL, **tail = &list;
+    /* A mutex event (unlocker set, a hook on): reported after the lock
+     * is dropped, as Go's semrelease1 does, since the hook unwinds. The
+     * woken G stays parked (ours) until readylist. A mutex releases one
+     * unit, so one event is all there is. */
+    struct g *evg = NULL;
+    int64_t evt0 = 0;
+    int evreason = 0;
     weft__lock(&r->lock);
     while (n > 0 && atomic_load(&r->nwait) > 0) {
         struct semawaiter *w = popfirst(r, addr);
@@ -285,10 +292,16 @@ void weft__semrelease(_Atomic uint32_t *addr, uint32_t n, int flags,
             continue;
         }
         /* w is ours until gp is readied. */
-        if (unlikely(weft__contention_hook != NULL) && unlocker != NULL &&
-            t0 != 0)
-            weft__contention_hook(gp, reason, t0, weft__nanotime(), addr,
-                                  unlocker);
+        if (unlikely(unlocker != NULL) && t0 != 0 && evg == NULL) {
+            evg = gp;
+            evt0 = t0;
+            evreason = reason;
+            /* The next waiter's delay counts from now: each unlocker is
+             * charged only for its own hold (Go resets acquiretime). */
+            struct semawaiter *h = findhead(r, addr);
+            if (h != NULL && ((struct semawaiter *)h->q.first)->t0 != 0)
+                ((struct semawaiter *)h->q.first)->t0 = weft__nanotime();
+        }
         gp->schedlink = NULL;
         *tail = gp;
         tail = &gp->schedlink;
@@ -297,6 +310,9 @@ void weft__semrelease(_Atomic uint32_t *addr, uint32_t n, int flags,
     weft__unlock(&r->lock);
     if (list == NULL)
         return;
+    weft__contention_fn hook = weft__contention_hook;
+    if (unlikely(evg != NULL) && hook != NULL)
+        hook(evg, evreason, evt0, weft__nanotime(), addr, unlocker);
     readylist(list);
     if (flags & SEMA_YIELD) {
         struct g *me = weft__getg();
