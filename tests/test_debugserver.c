@@ -100,6 +100,8 @@ static void send_all(int fd, const void *p, size_t n)
     const char *s = p;
     while (n > 0) {
         ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue; /* a dump's freeze signal (SIGURG) */
         if (w <= 0)
             return; /* the server may refuse early: that is tested */
         s += w;
@@ -120,6 +122,8 @@ static void read_resp(int fd, struct hresp *r)
             ASSERT(b != NULL);
         }
         ssize_t k = recv(fd, b + n, cap - n, 0);
+        if (k < 0 && errno == EINTR)
+            continue; /* a profile's freeze signal (SIGURG) */
         if (k <= 0)
             break;
         n += (size_t)k;
@@ -939,11 +943,8 @@ TEST_TIMEOUT(go_tool_pprof, 120) { with_server(pprof_client); }
 
 /*
  * A real Prometheus (Debian's /usr/bin/prometheus) scrapes /metrics every
- * second; its HTTP API must then report the target. Until the metrics
- * code lands, /metrics answers 501 and the test checks that the scrape
- * reached us (health "down", lastError naming 501); once
- * weft_metrics_write works it requires up == 1. The weft_* series
- * themselves are checked after the merge (tests of metrics.c).
+ * second; its HTTP API must then report the target healthy, and a query
+ * for weft_coroutines must return the series it stored from us.
  */
 static int free_port(void)
 {
@@ -962,7 +963,6 @@ static void prom_client(struct tctx *t)
     const char *prom = "/usr/bin/prometheus";
     if (access(prom, X_OK) != 0)
         SKIP("prometheus is not installed");
-    bool metrics = have_metrics();
     char dir[] = "/tmp/weft-prom-XXXXXX";
     ASSERT(mkdtemp(dir) != NULL);
     char cfg[256], data[256], logf[256], listen[64], cfgarg[300],
@@ -994,11 +994,21 @@ static void prom_client(struct tctx *t)
         _exit(127);
     }
 
-    /* Poll the targets API until the weft job has been scraped: healthy
-     * with metrics; with the stub, failed on our 501 (so the scrape did
-     * reach the server and got its answer). */
-    const char *want = metrics ? "\"health\":\"up\""
-                               : "server returned HTTP status 501";
+    /* Poll the targets API until the weft job has been scraped and is
+     * healthy, then the query API until weft_coroutines{job="weft"} is
+     * stored (the first scrape's samples can take a moment to show). */
+    static const char *const qs[] = {
+        "GET /api/v1/targets HTTP/1.1\r\nHost: x\r\n"
+        "Connection: close\r\n\r\n",
+        "GET /api/v1/query?query=weft_coroutines HTTP/1.1\r\nHost: x\r\n"
+        "Connection: close\r\n\r\n",
+    };
+    static const char *const wants[][2] = {
+        {"\"job\":\"weft\"", "\"health\":\"up\""},
+        {"\"__name__\":\"weft_coroutines\"", "\"job\":\"weft\""},
+    };
+    int stage = 0;
+    const char *want = wants[0][1];
     bool seen = false;
     struct hresp r = {0};
     double start = harness_mono();
@@ -1012,14 +1022,13 @@ static void prom_client(struct tctx *t)
             close(fd);
             continue;
         }
-        static const char q[] = "GET /api/v1/targets HTTP/1.1\r\n"
-                                "Host: x\r\nConnection: close\r\n\r\n";
-        send_all(fd, q, sizeof q - 1);
+        send_all(fd, qs[stage], strlen(qs[stage]));
         hresp_free(&r);
         read_resp(fd, &r);
         close(fd);
-        if (r.status == 200 && strstr(r.body, "\"job\":\"weft\"") != NULL &&
-            strstr(r.body, want) != NULL) {
+        want = wants[stage][1];
+        if (r.status == 200 && strstr(r.body, wants[stage][0]) != NULL &&
+            strstr(r.body, want) != NULL && ++stage == 2) {
             seen = true;
             break;
         }
@@ -1032,9 +1041,10 @@ static void prom_client(struct tctx *t)
         snprintf(cmd, sizeof cmd, "tail -n 20 %s >&2", logf);
         if (system(cmd) != 0) {
         }
-        FAIL("prometheus never reported %s for the weft job; last "
+        FAIL("prometheus never reported %s for the weft job (%s); last "
              "answer:\n%s",
-             want, r.raw ? r.raw : "(none)");
+             want, stage == 0 ? "targets" : "weft_coroutines query",
+             r.raw ? r.raw : "(none)");
     }
     hresp_free(&r);
     const char *rm[] = {"rm", "-rf", dir, NULL};
