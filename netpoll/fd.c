@@ -331,6 +331,58 @@ bool weft__pd_busy(struct pd *pd, int mode)
            ((mode & WEFT_WRITE) && LOAD(&pd->wg) >= PD_WAIT);
 }
 
+/* waiterid - the id of the G parked on word w, 0 if none (racy: a G
+ * descriptor is never freed, so at worst the id is a moment stale). */
+__attribute__((no_sanitize("thread"))) static int64_t
+waiterid(_Atomic uint64_t *w)
+{
+    uint64_t t = LOAD(w);
+    if (t <= PD_WAIT)
+        return 0;
+    size_t idx = (size_t)(t >> 32) - 1;
+    if (idx >= __atomic_load_n(&weft__allglen, __ATOMIC_ACQUIRE))
+        return 0;
+    struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
+    return chunks != NULL ? weft__allg(chunks, idx)->id : 0;
+}
+
+long weft__fds(struct fdinfo **out)
+{
+    size_t n = 0, cap = 0;
+    struct fdinfo *v = NULL;
+    for (int b = 0; b < PD_TOP; b++) {
+        struct pd *blk = __atomic_load_n(&pdtab[b], __ATOMIC_ACQUIRE);
+        for (int i = 0; blk != NULL && i < PD_BLOCK; i++) {
+            struct pd *pd = &blk[i];
+            if (!__atomic_load_n(&pd->open, __ATOMIC_ACQUIRE))
+                continue;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 64;
+                struct fdinfo *nv = realloc(v, cap * sizeof *v);
+                if (nv == NULL) {
+                    free(v);
+                    return WEFT_ENOMEM;
+                }
+                v = nv;
+            }
+            /* Under the lock: adopt writes the opener fields under it. */
+            weft__lock(&pd->lock);
+            if (LOAD(&pd->open))
+                v[n++] = (struct fdinfo){
+                    .fd = b * PD_BLOCK + i,
+                    .openerid = pd->openerid,
+                    .openpc = pd->openpc,
+                    .openedat = pd->openedat,
+                    .readerid = waiterid(&pd->rg),
+                    .writerid = waiterid(&pd->wg),
+                };
+            weft__unlock(&pd->lock);
+        }
+    }
+    *out = v;
+    return (long)n;
+}
+
 /* weft__pd_close - end fd's generation: waiters get WEFT_ECLOSED, later
  * events of this generation are dropped. Returns whether fd was open. */
 bool weft__pd_close(int fd)

@@ -74,4 +74,19 @@ void weft__pd_netready(uint64_t data, bool r, bool w, bool hup,
 void weft__pd_init(void);
 void weft__pd_fini(void);
 
+/* An fd weft has open, as weft__fds saw it (the leak detector's view). */
+struct fdinfo {
+    int fd;
+    int64_t openerid;  /* the G that opened/adopted it, 0: not a G */
+    uintptr_t openpc;  /* the weft_* call site that did */
+    int64_t openedat;  /* weft__nanotime() then */
+    int64_t readerid;  /* G ids parked reading / writing it, 0: none */
+    int64_t writerid;
+};
+/* weft__fds - every fd weft has open (adopted and not weft_close'd; an
+ * fd closed behind weft's back with close(2) stays listed until its
+ * number is reused), in fd order. Racy but safe, any thread. Returns the
+ * count with *out malloc'd (free it), or WEFT_ENOMEM. */
+long weft__fds(struct fdinfo **out);
+
 #endif

@@ -747,6 +747,12 @@ RACY long weft__gstacks(struct gstack **out)
             const struct snap *sn = &d->snaps[i];
             gs[i] = (struct gstack){
                 .id = sn->id,
+                .parentid = sn->parentid,
+                .spawnpc = sn->spawnpc,
+                .waitsince = sn->waitsince,
+                .status = sn->status,
+                .waitreason = sn->wr,
+                .self = sn->g == cur,
                 .labels = lbl[i],
                 .exact = sn->nf > 0 && d->pool[sn->off].exact,
                 .n = sn->unavailable ? 0 : sn->nf,

@@ -726,7 +726,12 @@ int64_t weft__cpuprof_lost(void); /* samples the last profile lost */
 _Noreturn void weft__fatal_deadlock(void);
 /* A live G's stack as weft__gstacks copied it (profiles.c). */
 struct gstack {
-    int64_t id;
+    int64_t id, parentid;
+    uintptr_t spawnpc;           /* the creator's call site */
+    int64_t waitsince;           /* g->waitsince (coarse clock) */
+    uint32_t status;             /* G_* */
+    uint8_t waitreason;          /* WR_*, meaningful when G_WAITING */
+    bool self;                   /* the caller's own G */
     struct weft__labels *labels; /* a reference the caller drops, or NULL */
     bool exact;                  /* pc[0] is where it stood (never ran) */
     uint32_t n;
