@@ -5,12 +5,13 @@
  *
  * A builder interns as it goes: strings (string_table[0] is ""),
  * functions by (name, file), locations by (pc, exact). A location holds
- * the whole inline chain at its pc, innermost first (the last Line is the
- * outermost call, as pprof reads it), and every location points at the
- * one mapping, flagged has_functions/filenames/line_numbers/inline_frames
- * so `go tool pprof` needs no binary. Addresses are the pc itself where
- * the code stood and pc-1 for a return address: the call, as Go's
- * legacy text and symbolization use.
+ * the inline chain at its pc, innermost first (the last Line is the
+ * outermost call, as pprof reads it; weft's own inlined frames are left
+ * out except in CPU profiles, as dumps hide them), and every location
+ * points at the one mapping, flagged has_functions/filenames/
+ * line_numbers/inline_frames so `go tool pprof` needs no binary.
+ * Addresses are the pc itself where the code stood and pc-1 for a return
+ * address: the call, as Go's legacy text and symbolization use.
  *
  * Invariants: ids are 1-based and dense (id k is index k-1), so every id
  * is non-zero and unique; every sample has the kind's number of values.
@@ -260,10 +261,17 @@ static void fill(struct pprof *b, PbLocation *l, uintptr_t pc, bool exact)
     weft__dump_unlock();
     if (s == NULL || s->n == 0 || strcmp(s->f[s->n - 1].func, "??") == 0)
         return; /* no lines: pprof shows the address */
+    /* Outside CPU profiles, weft's own code inlined into a public call
+     * (a channel's recvop in weft_chan_recv) says nothing about where the
+     * program waits: start at the first frame a dump would show. */
+    int first = 0;
+    if (b->kind != PPROF_CPU)
+        while (first < s->n - 1 && s->f[first].hidden)
+            first++;
     l->line = calloc((size_t)s->n, sizeof *l->line);
     if (l->line == NULL)
         goto oom;
-    for (int i = 0; i < s->n; i++) {
+    for (int i = first; i < s->n; i++) {
         PbLine *ln = malloc(sizeof *ln);
         if (ln == NULL)
             goto oom;
