@@ -7,7 +7,6 @@
  *    total samples match the CPU time the process spent (per-thread
  *    timers do not undercount as setitimer does).
  *  - labels: workers labelled worker=a/b; -tagfocus selects each set.
- *    Skipped while weft_label_set is a stub (-ENOSYS).
  *  - scheduler: a switch-heavy workload (ping-pong across Ps, idle Ms
  *    looking for work) shows weft.scheduler.
  *  - errors: EBUSY twice, EINVAL without start and for hz out of range,
@@ -313,12 +312,7 @@ TEST(shares)
 static void labelled(void *arg)
 {
     bool isa = (uintptr_t)arg & 1;
-    int r = weft_label_set("worker", isa ? "a" : "b");
-    if (r == -ENOSYS) {
-        weft_waitgroup_done(&wg);
-        return;
-    }
-    EXPECT_OK(r);
+    EXPECT_OK(weft_label_set("worker", isa ? "a" : "b"));
     uint64_t x = (uintptr_t)arg;
     while (!atomic_load_explicit(&stopwork, memory_order_relaxed)) {
         x = isa ? burn_a(x, 1) : burn_b(x, 1);
@@ -328,14 +322,9 @@ static void labelled(void *arg)
     weft_waitgroup_done(&wg);
 }
 
-static bool labels_stub;
-
 static int labels_main(void *arg)
 {
     (void)arg;
-    labels_stub = weft_label_set("probe", "1") == -ENOSYS;
-    if (labels_stub)
-        return 0;
     start_workers(4, labelled);
     EXPECT_OK(weft_cpuprofile_start(500));
     sleep_ms(800);
@@ -349,11 +338,6 @@ TEST(labels)
     fd_ = profile_fd();
     prun(2, labels_main, NULL);
     close(fd_);
-    if (labels_stub) {
-        unlink(path);
-        SKIP("weft_label_set is a stub (-ENOSYS) in this build: the labels "
-             "work is not merged yet");
-    }
     pprof("-top", "-tagfocus=worker=a", NULL);
     double a = toppct("burn_a", false), b = toppct("burn_b", false);
     if (a < 25 || b >= 0)

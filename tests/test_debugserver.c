@@ -14,9 +14,9 @@
  * the Ps go on serving. The harness's leak gate checks that no fd is left
  * open; ASan's leak check that no connection struct is.
  *
- * Parts built by other work (profiles, CPU profiler, metrics) may still
- * return -ENOSYS: the server must then answer 501, and the tests that
- * need the real thing check for that and skip with "not yet".
+ * A build without protobuf-c and zlib (WEFT_HAVE_PPROF unset) has no
+ * profiles: weft_profile_write returns -ENOSYS and the server must answer
+ * 501; the tests that need profiles check that instead, or skip.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -292,21 +292,14 @@ static void with_server(void (*client)(struct tctx *))
     run_server(2, serve_body, &t);
 }
 
-/* Whether the parts the server calls exist yet in this build. */
+/* Whether this build has profiles (profile/meson.build). */
 static bool have_profiles(void)
 {
-    int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    int r = weft_profile_write("goroutine", fd, 1);
-    close(fd);
-    return r != -ENOSYS;
-}
-
-static bool have_metrics(void)
-{
-    int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    int r = weft_metrics_write(fd);
-    close(fd);
-    return r != -ENOSYS;
+#if WEFT_HAVE_PPROF
+    return true;
+#else
+    return false;
+#endif
 }
 
 static bool have_tool(const char *name)
@@ -531,9 +524,9 @@ static void profiles_client(struct tctx *t)
             hdr(&r, "Content-Type", ct, sizeof ct);
             hdr(&r, "Content-Disposition", cd, sizeof cd);
             if (!have) {
-                /* The stub: a 501 with the error, never a crash. */
+                /* No profiles: a 501 with the error, never a crash. */
                 if (r.status != 501 || strcmp(ct, "text/plain; charset=utf-8"))
-                    FAIL("%s: %d %s, want 501 while profiles are stubs",
+                    FAIL("%s: %d %s, want 501 in a build without profiles",
                          path, r.status, ct);
                 hresp_free(&r);
                 continue;
@@ -560,9 +553,8 @@ static void profiles_client(struct tctx *t)
             hresp_free(&r);
         }
     }
-    expect(t->port, "/metrics", have_metrics() ? 200 : 501,
-           have_metrics() ? "text/plain; version=0.0.4; charset=utf-8"
-                          : "text/plain; charset=utf-8");
+    expect(t->port, "/metrics", 200,
+           "text/plain; version=0.0.4; charset=utf-8");
     expect(t->port, "/debug/pprof/heap", 404, "text/plain; charset=utf-8");
     expect(t->port, "/debug/pprof/goroutine?seconds=5", 400, NULL);
 }
@@ -735,14 +727,9 @@ TEST(slowloris)
 
 static void cpu_client(struct tctx *t)
 {
-    int r = weft_cpuprofile_start(0);
-    if (r == -ENOSYS) {
-        /* The stub answers 501 with the error, and keeps serving. */
-        expect(t->port, "/debug/pprof/profile?seconds=1", 501,
-               "text/plain; charset=utf-8");
-        SKIP("not yet: weft_cpuprofile_start returns -ENOSYS");
-    }
-    EXPECT_ERR(r, 0);
+    if (!have_profiles())
+        SKIP("this build has no profiles (protobuf-c, zlib)");
+    EXPECT_ERR(weft_cpuprofile_start(0), 0);
     /* A profile is running: the server's own attempt must fail as Go's. */
     struct hresp h;
     char v[64];
@@ -905,7 +892,7 @@ static void pprof_client(struct tctx *t)
     if (!have_tool("go"))
         SKIP("go is not installed");
     if (!have_profiles())
-        SKIP("not yet: weft_profile_write returns -ENOSYS");
+        SKIP("this build has no profiles (protobuf-c, zlib)");
     char tmp[] = "/tmp/weft-pprof-XXXXXX";
     ASSERT(mkdtemp(tmp) != NULL);
     char home[128], url[128], out[1 << 16], err[4096];
