@@ -355,15 +355,16 @@ static struct sym *mksym(uintptr_t key, uintptr_t off, struct rawf *f, int n)
 static Dwfl *dwfl;
 static char *debugpath;
 
-/* No network from a dump: separate debug files only from the disk. */
+/* No network from a dump: separate debug files only from the disk, by
+ * build id (/usr/lib/debug/.build-id, where Debian's -dbgsym packages put
+ * them). Not dwfl_standard_find_debuginfo: for a library with no local
+ * debug file it starts a debuginfod client (whatever DEBUGINFOD_URLS
+ * says), which opens a socketpair for the life of the process. */
 static int finddebug(Dwfl_Module *mod, void **ud, const char *name,
                      Dwarf_Addr base, const char *file, const char *dlink,
                      GElf_Word crc, char **dname)
 {
-    const char *urls = getenv("DEBUGINFOD_URLS");
-    if (urls != NULL && *urls != '\0')
-        return -1;
-    return dwfl_standard_find_debuginfo(mod, ud, name, base, file, dlink,
+    return dwfl_build_id_find_debuginfo(mod, ud, name, base, file, dlink,
                                         crc, dname);
 }
 

@@ -45,10 +45,9 @@
  * design (traceback.c invariant 2; test_dump.c does the same): each test
  * notes its fds before its runtime and, once the runtime is gone, closes
  * exactly those: files mapped into the process, separate debug files
- * (/usr/lib/debug: a CPU profile symbolizes libc's pcs too), one pipe
- * (libunwind's), and the two ends of one socketpair (libdw's debuginfod
- * client, through libcurl's multi handle). Anything else left open still
- * fails the harness's leak gate.
+ * (/usr/lib/debug: a CPU profile symbolizes libc's pcs too) and one pipe
+ * (libunwind's). Anything else left open still fails the harness's leak
+ * gate.
  */
 static int fds0[HARNESS_MAX_FDS], nfds0;
 
@@ -82,7 +81,7 @@ static void release_kept_fds(void)
 {
     int now[HARNESS_MAX_FDS];
     int n = harness_list_fds(now, HARNESS_MAX_FDS);
-    char pipe0[64] = "", sock0[64] = "", sock1[64] = "";
+    char pipe0[64] = "";
     for (int i = 0; i < n; i++) {
         if (harness_fd_in(now[i], fds0, nfds0))
             continue;
@@ -95,14 +94,7 @@ static void release_kept_fds(void)
         bool ispipe = strncmp(target, "pipe:", 5) == 0;
         if (ispipe && pipe0[0] == '\0')
             snprintf(pipe0, sizeof pipe0, "%s", target);
-        if (strncmp(target, "socket:", 7) == 0) {
-            if (sock0[0] == '\0')
-                snprintf(sock0, sizeof sock0, "%s", target);
-            else if (sock1[0] == '\0')
-                snprintf(sock1, sizeof sock1, "%s", target);
-        }
         if ((ispipe && strcmp(target, pipe0) == 0) ||
-            strcmp(target, sock0) == 0 || strcmp(target, sock1) == 0 ||
             strncmp(target, "/usr/lib/debug/", 15) == 0 ||
             (target[0] == '/' && mapped(target)))
             close(now[i]);

@@ -250,13 +250,7 @@ static void release_symbol_fds(void)
         bool pipe = strncmp(target, "pipe:", 5) == 0;
         if (pipe && pipe0[0] == '\0')
             snprintf(pipe0, sizeof pipe0, "%.60s", target);
-        /* A frozen coroutine may stand inside libunwind (a contention
-         * hook unwinding); libdw, finding no debug file for it on disk,
-         * starts a debuginfod client, whose libcurl keeps a socketpair
-         * (traceback.c's finddebug; no request is made without
-         * DEBUGINFOD_URLS). */
-        bool sock = strncmp(target, "socket:", 7) == 0;
-        if ((pipe && strcmp(target, pipe0) == 0) || sock ||
+        if ((pipe && strcmp(target, pipe0) == 0) ||
             (target[0] == '/' &&
              (mapped(target) || strncmp(target, "/usr/lib/debug/", 15) == 0)))
             close(now[i]);
