@@ -649,12 +649,13 @@ WEFT_EXTERN int weft_dump(int fd, int level);
  * profile.proto; 1 Go's legacy text with symbolized "#" lines; 2
  * ("goroutine"; the others write 1, as Go) the traceback of every
  * coroutine, as weft_dump WEFT_DUMP_ALL. Stacks start at the public weft
- * call (weft_chan_recv, not the scheduler inside it). fd may be a blocking fd or one weft opened (a socket
- * weft_accept returned); a non-blocking fd weft does not know waits in
- * poll(2). Returns 0, WEFT_EINVAL (NULL or unknown name, bad debug),
- * WEFT_EBADF, WEFT_ENORUNTIME ("goroutine" only: the others can be
- * written after weft_main returned), WEFT_EBUSY (a dump is stuck),
- * WEFT_ENOMEM, or a failed write's error.
+ * call (weft_chan_recv, not the scheduler inside it). fd may be blocking
+ * or not: on a non-blocking fd a coroutine parks in weft_fd_wait (and
+ * gets WEFT_EBUSY if another coroutine already waits to write it), a
+ * plain thread waits in poll(2). Returns 0, WEFT_EINVAL (NULL or unknown
+ * name, bad debug), WEFT_EBADF, WEFT_ENORUNTIME ("goroutine" only: the
+ * others can be written after weft_main returned), WEFT_EBUSY (a dump is
+ * stuck, or see above), WEFT_ENOMEM, or a failed write's error.
  * Blocks while it writes; "goroutine" stops every thread briefly, as
  * weft_dump does.
  */
@@ -729,7 +730,8 @@ WEFT_EXTERN int weft_label_get(const char *key, char *buf, size_t n);
  * weft_metrics_write - the runtime's metrics in Prometheus text
  * exposition format (version 0.0.4) to fd, as /metrics serves them.
  * fd as for weft_profile_write. Returns 0, WEFT_EBADF, WEFT_ENORUNTIME,
- * or a failed write's error. Blocks while it writes.
+ * WEFT_EBUSY (see weft_profile_write), or a failed write's error.
+ * Blocks while it writes.
  */
 WEFT_EXTERN int weft_metrics_write(int fd);
 

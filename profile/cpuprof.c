@@ -81,7 +81,8 @@
 
 #define HZ_DEFAULT 100
 #define HZ_MAX 1000
-#define RING 128   /* slots per M: >= 12 s of a 1000 Hz M between drains */
+#define RING 512   /* slots per M (a power of 2): 512 ms of a 1000 Hz M,
+                    * five drain periods, before a sample is lost */
 #define DEPTH 64   /* frames kept per sample, the root one included */
 #define DRAIN_NS (100 * 1000 * 1000LL)
 

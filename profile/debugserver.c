@@ -502,9 +502,13 @@ static void serve_symbol(struct dconn *c, struct resp *rs,
             /* The symbol cache belongs to the dump lock; the name is
              * copied out before letting go. */
             char name[256] = "";
-            const struct sym *sy = weft__symbolize((uintptr_t)pc, true);
+            bool owned;
+            const struct sym *sy =
+                weft__symbolize_peek((uintptr_t)pc, true, &owned);
             if (sy != NULL && sy->n > 0 && strcmp(sy->f[0].func, "??") != 0)
                 snprintf(name, sizeof name, "%s", sy->f[0].func);
+            if (owned)
+                free((void *)sy);
             weft__dump_unlock();
             if (name[0] != '\0')
                 body_printf(c, "%#llx %s\n", (unsigned long long)pc, name);
@@ -738,8 +742,11 @@ static void accept_loop(void *arg)
         }
         c->fd = fd;
         c->bodyfd = -1;
+        /* The state again, with the insertion: a stop that came since
+         * the check above has shut down every listed fd but not this
+         * one, and would wait for its coroutine up to a request's life. */
         weft__lock(&srv.lock);
-        bool full = srv.nconns >= MAX_CONNS;
+        bool full = srv.nconns >= MAX_CONNS || srv.state != S_SERVING;
         if (!full) {
             c->next = srv.conns;
             if (srv.conns != NULL)

@@ -43,8 +43,10 @@ int weft__writeall(int fd, const void *buf, size_t n)
         if (e != EAGAIN)
             return -e;
         if (weft__getg() != NULL) {
+            /* WEFT_EBUSY (another coroutine waits to write fd) too: a
+             * retry would spin on EAGAIN. */
             int r = weft_fd_wait(fd, WEFT_WRITE, WEFT_FOREVER);
-            if (r < 0 && r != WEFT_EBUSY)
+            if (r < 0)
                 return r;
         } else {
             struct pollfd pf = {.fd = fd, .events = POLLOUT};

@@ -80,8 +80,9 @@ void weft__pprof_free(struct pprof *b);
 
 /*
  * weft__writeall - write all n bytes to fd: a blocking fd directly; on
- * EAGAIN (a non-blocking fd), waits with weft_fd_wait on a coroutine,
- * with poll(2) elsewhere. Returns 0 or a negative errno.
+ * EAGAIN (a non-blocking fd), waits with weft_fd_wait on a coroutine
+ * (WEFT_EBUSY if another coroutine waits to write fd), with poll(2)
+ * elsewhere. Returns 0 or a negative errno.
  */
 int weft__writeall(int fd, const void *buf, size_t n);
 

@@ -541,6 +541,25 @@ static struct sym *resolve(uintptr_t pc, bool exact)
 
 #endif
 
+/* weft__symbolize_peek - as weft__symbolize, but a pc not cached yet is
+ * resolved into a block the caller frees (*owned) instead of joining the
+ * cache, which never shrinks: for pcs that come from outside the process
+ * (the debug server's symbol endpoint), where anyone could grow it. */
+const struct sym *weft__symbolize_peek(uintptr_t pc, bool exact, bool *owned)
+{
+    *owned = false;
+    const struct sym *s = cacheget(pc << 1 | exact);
+    if (s != NULL)
+        return s;
+#if WEFT_HAVE_LIBDW
+    if (dwfl == NULL && !report())
+        return NULL;
+#endif
+    struct sym *r = resolve(pc, exact);
+    *owned = r != NULL;
+    return r;
+}
+
 const struct sym *weft__symbolize(uintptr_t pc, bool exact)
 {
     uintptr_t key = pc << 1 | exact;

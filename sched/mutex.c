@@ -547,11 +547,16 @@ static inline int mutex_lock(struct mutex *m, int64_t deadline)
     return mutex_lock_r(m, deadline, WR_SYNC_MUTEX_LOCK);
 }
 
+/* lockprofiler - the unlocking G to charge a mutex event to while a
+ * contention hook is on, else NULL (one predictable branch). */
+static inline struct g *lockprofiler(void)
+{
+    return unlikely(weft__contention_hook != NULL) ? weft__getg() : NULL;
+}
+
 static void unlockslow(struct mutex *m, int32_t new)
 {
-    struct g *unlocker = unlikely(weft__contention_hook != NULL)
-                             ? weft__getg()
-                             : NULL;
+    struct g *unlocker = lockprofiler();
     if (new & MUTEX_STARVING) {
         /* Hand off to the first waiter and let it run now. */
         weft__semrelease(&m->sema, 1, SEMA_HANDOFF | SEMA_YIELD, unlocker);
@@ -765,7 +770,7 @@ static int runlock(struct rwmutex *rw)
         n = rw_make(r - 1, w, rw_gen(v));
     } while (!atomic_compare_exchange_weak(&rw->word, &v, n));
     if (last)
-        weft__semrelease(&rw->writersem, 1, 0, NULL);
+        weft__semrelease(&rw->writersem, 1, 0, lockprofiler());
     return 0;
 }
 
@@ -776,7 +781,7 @@ static void wakereaders(struct rwmutex *rw, uint64_t v, uint64_t n)
 {
     atomic_store(&rw->rgen, rw_gen(n));
     if (rw_r(v) + RW_MAXR - (int32_t)rw_w(v) > 0)
-        weft__futexwakeup(&rw->rgen, UINT32_MAX);
+        weft__futexwakeup(&rw->rgen, UINT32_MAX, lockprofiler());
 }
 
 /* releasew - end a writer era: R += MAXR, W = 0, gen + 1; release the
@@ -923,7 +928,7 @@ WEFT_EXTERN int weft_cond_signal(weft_cond_t *cv)
         return WEFT_EINVAL;
     struct cond *c = (struct cond *)cv;
     atomic_fetch_add(&c->seq, 1);
-    weft__futexwakeup(&c->seq, 1);
+    weft__futexwakeup(&c->seq, 1, NULL);
     return 0;
 }
 
@@ -933,7 +938,7 @@ WEFT_EXTERN int weft_cond_broadcast(weft_cond_t *cv)
         return WEFT_EINVAL;
     struct cond *c = (struct cond *)cv;
     atomic_fetch_add(&c->seq, 1);
-    weft__futexwakeup(&c->seq, UINT32_MAX);
+    weft__futexwakeup(&c->seq, UINT32_MAX, NULL);
     return 0;
 }
 
@@ -975,7 +980,7 @@ WEFT_EXTERN int weft_waitgroup_add(weft_waitgroup_t *wgp, int64_t delta)
         ns = (uint64_t)(uint32_t)n << 32 | gen;
     } while (!atomic_compare_exchange_weak(&wg->state, &s, ns));
     if (n == 0 && delta != 0) /* wg may be freed by now: address only */
-        weft__futexwakeup(&wg->half[WG_GENHALF], UINT32_MAX);
+        weft__futexwakeup(&wg->half[WG_GENHALF], UINT32_MAX, NULL);
     return 0;
 }
 

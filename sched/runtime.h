@@ -327,7 +327,8 @@ void weft__semrelease(_Atomic uint32_t *addr, uint32_t n, int flags,
                       struct g *unlocker);
 int weft__futexsleep(_Atomic uint32_t *addr, uint32_t val, int64_t deadline,
                      int reason);
-void weft__futexwakeup(_Atomic uint32_t *addr, uint32_t n);
+void weft__futexwakeup(_Atomic uint32_t *addr, uint32_t n,
+                       struct g *unlocker);
 /* A new runtime forgets the wait tables of the last one (weft_main). */
 void weft__sema_reset(void);
 void weft__mutex_reset(void);
@@ -705,6 +706,7 @@ struct sym {
     struct symf f[];
 };
 const struct sym *weft__symbolize(uintptr_t pc, bool exact);
+const struct sym *weft__symbolize_peek(uintptr_t pc, bool exact, bool *owned);
 
 /* dump.c */
 /* The dump lock also guards the symbol cache: hold it around

@@ -352,13 +352,20 @@ int weft__futexsleep(_Atomic uint32_t *addr, uint32_t val, int64_t deadline,
 }
 
 /* weft__futexwakeup - wake up to n (UINT32_MAX: all) sleepers of addr,
- * oldest first. The caller changed *addr (seq-cst) before. Any thread. */
-void weft__futexwakeup(_Atomic uint32_t *addr, uint32_t n)
+ * oldest first. The caller changed *addr (seq-cst) before. unlocker: the
+ * G releasing a lock the sleepers wanted (an rwmutex's writer waking its
+ * readers), for a mutex event per sleeper, else NULL. Any thread. */
+void weft__futexwakeup(_Atomic uint32_t *addr, uint32_t n,
+                       struct g *unlocker)
 {
     struct semaroot *r = semroot(addr);
     if (atomic_load(&r->nwait) == 0)
         return;
     struct g *list = NULL, **tail = &list;
+    /* Claimed waiters to report, chained through their dequeued sudogs:
+     * a waiter's record lives on its stack, valid until it is readied,
+     * so the hook (which unwinds) runs after the lock, before readylist. */
+    struct semawaiter *ev = NULL;
     weft__lock(&r->lock);
     while (n > 0) {
         struct semawaiter *w = popfirst(r, addr);
@@ -367,12 +374,23 @@ void weft__futexwakeup(_Atomic uint32_t *addr, uint32_t n)
         struct g *gp = w->s.g;
         if (!weft__wait_claim(&w->s))
             continue;
+        if (unlikely(unlocker != NULL) && w->t0 != 0) {
+            w->s.next = ev != NULL ? &ev->s : NULL;
+            ev = w;
+        }
         gp->schedlink = NULL;
         *tail = gp;
         tail = &gp->schedlink;
         n--;
     }
     weft__unlock(&r->lock);
+    weft__contention_fn hook = weft__contention_hook;
+    if (unlikely(ev != NULL) && hook != NULL) {
+        int64_t now = weft__nanotime();
+        for (struct semawaiter *e = ev; e != NULL;
+             e = (struct semawaiter *)e->s.next)
+            hook(e->s.g, e->reason, e->t0, now, addr, unlocker);
+    }
     readylist(list);
 }
 
