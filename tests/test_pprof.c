@@ -472,14 +472,20 @@ TEST(labels_api_and_tagfocus)
     tpath(0, "l.pb");
     tpath(1, "l.txt");
     runp(3, labels_main, NULL);
+    /* Labels come only from a snapshot with every M stopped (dump.c's
+     * weft__gstacks: a running G could drop its set meanwhile); under
+     * TSan idle Ms do not answer the freeze (weft_test.h). */
+    if (TSAN)
+        SKIP("TSan: the freeze cannot stop idle Ms, so no labels are read");
     /* main + NLAB children + NLAB grandchildren carry job=batch. */
-    ASSERT_EQ(top_shown(pprof("-tagfocus=job=batch", "-nodefraction=0", "-top", paths[0], NULL)),
+    ASSERT_EQ(top_shown(pprof("-tagfocus=job=batch", "-nodefraction=0",
+                              "-top", paths[0], NULL)),
               2 * NLAB + 1);
-    ASSERT_EQ(top_shown(pprof("-tagfocus=role=special", "-nodefraction=0", "-top", paths[0],
-                              NULL)),
+    ASSERT_EQ(top_shown(pprof("-tagfocus=role=special", "-nodefraction=0",
+                              "-top", paths[0], NULL)),
               2);
-    ASSERT_EQ(top_shown(pprof("-tagignore=job=batch", "-nodefraction=0", "-top", paths[0],
-                              NULL)),
+    ASSERT_EQ(top_shown(pprof("-tagignore=job=batch", "-nodefraction=0",
+                              "-top", paths[0], NULL)),
               NPLAIN);
     const char *t = pprof("-tags", paths[0], NULL);
     ASSERT(strstr(t, "batch") != NULL && strstr(t, "special") != NULL);
@@ -974,9 +980,10 @@ TEST_TIMEOUT(stress_profiles_while_churning, 120)
     runp(8, stress_main, &n);
     /* Every churner carries stress=yes (inherited); main does too. */
     int64_t all = top_total(pprof("-top", paths[0], NULL));
-    ASSERT_EQ(top_shown(pprof("-tagfocus=stress=yes", "-nodefraction=0", "-top", paths[0],
-                              NULL)),
-              all);
+    if (!TSAN) /* labels need every M frozen: see labels_api_and_tagfocus */
+        ASSERT_EQ(top_shown(pprof("-tagfocus=stress=yes", "-nodefraction=0",
+                                  "-top", paths[0], NULL)),
+                  all);
     ASSERT_GE(all, n + 1);
     char *txt = slurp(paths[1]);
     int64_t total = strtoll(txt + strlen("goroutine profile: total "), NULL,

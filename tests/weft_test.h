@@ -27,6 +27,20 @@
 #ifndef SANITIZED
 #define SANITIZED 0
 #endif
+/* TSan holds a signal until its thread's next intercepted call, so an
+ * idle M asleep in a raw futex does not answer a dump's freeze: what
+ * needs every M stopped (SIGQUIT, labels in a goroutine profile) is
+ * weaker there. */
+#if defined(__SANITIZE_THREAD__)
+#define TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TSAN 1
+#endif
+#endif
+#ifndef TSAN
+#define TSAN 0
+#endif
 
 #define MS ((int64_t)1000 * 1000)
 #define US ((int64_t)1000)
