@@ -549,7 +549,7 @@ static inline int mutex_lock(struct mutex *m, int64_t deadline)
 
 static void unlockslow(struct mutex *m, int32_t new)
 {
-    struct g *unlocker = unlikely(weft__contention_hook != NULL)
+    struct g *unlocker = unlikely(CONTENTION_HOOK() != NULL)
                              ? weft__getg()
                              : NULL;
     if (new & MUTEX_STARVING) {

@@ -91,7 +91,7 @@ int weft__wait_park(int reason, int64_t deadline, void (*unlock)(void *),
     struct g *gp = weft__getg();
     struct parkarg pa = {deadline, unlock, arg};
     int64_t t0 = 0;
-    if (unlikely(weft__contention_hook != NULL))
+    if (unlikely(CONTENTION_HOOK() != NULL))
         t0 = weft__nanotime();
     weft__park(commit, &pa, reason);
     uint64_t st = atomic_load(&gp->waitstate);
@@ -100,7 +100,7 @@ int weft__wait_park(int reason, int64_t deadline, void (*unlock)(void *),
     if (deadline != WEFT_FOREVER)
         weft__timer_del(&gp->timer); /* a late firing fails its CAS */
     /* One load: the profile may be switched off meanwhile. */
-    weft__contention_fn hook = weft__contention_hook;
+    weft__contention_fn hook = CONTENTION_HOOK();
     if (unlikely(hook != NULL) && t0 != 0)
         hook(gp, reason, t0, weft__nanotime(), arg, NULL);
     return 0;
