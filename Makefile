@@ -7,7 +7,8 @@
 #   make          build (build/: debugoptimized, -Werror)
 #   make bench    benchmarks vs their Go peers, release build (build-release/):
 #                 bench/run.sh, then bench/net.sh, then bench/dump.sh (the
-#                 SIGQUIT dump of 100,000 parked coroutines vs Go's)
+#                 SIGQUIT dump of 100,000 parked coroutines vs Go's), then
+#                 bench/profiling.sh (what profiling costs)
 #   make bench-net  the network benchmarks only (echo, httpd vs Go, libuv)
 #   make asan     the test suites under ASan+UBSan only (build-asan/)
 #   make valgrind the test suites of build/ under valgrind
@@ -169,18 +170,23 @@ cross-aarch64: | deps
 # bench/run.sh runs each benchmark against its Go peer, bench/net.sh the
 # echo and HTTP servers against Go and libuv (server and client pinned to
 # CPUs 0 and 1), bench/dump.sh times the SIGQUIT dump of 100,000 parked
-# coroutines against Go's and weft's second weft_dump against its first;
-# each prints benchstat lines and RATIO lines, and exits 1 if any run
-# failed. `make bench` runs all three even when one fails.
+# coroutines against Go's and weft's second weft_dump against its first,
+# bench/profiling.sh what profiling costs (CPU profile under httpd load,
+# block/mutex profiles, the contention-hook checks against a build
+# without them in $(RELEASE_BUILD)-nohook); each prints benchstat lines
+# and RATIO lines, and exits 1 if any run failed. `make bench` runs all
+# four even when one fails.
 bench: $(RELEASE_BUILD)/build.ninja
 	@$(NINJA) -C $(RELEASE_BUILD) --quiet
 	@rc=0; bash bench/run.sh $(RELEASE_BUILD) || rc=1; \
 	echo; bash bench/net.sh $(RELEASE_BUILD) || rc=1; \
-	echo; bash bench/dump.sh $(RELEASE_BUILD) || rc=1; exit $$rc
+	echo; bash bench/dump.sh $(RELEASE_BUILD) || rc=1; \
+	echo; bash bench/profiling.sh $(RELEASE_BUILD) || rc=1; exit $$rc
 
 bench-net: $(RELEASE_BUILD)/build.ninja
 	@$(NINJA) -C $(RELEASE_BUILD) --quiet
 	@bash bench/net.sh $(RELEASE_BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(RELEASE_BUILD) $(CROSS_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(RELEASE_BUILD) $(CROSS_BUILD) \
+	    $(RELEASE_BUILD)-nohook

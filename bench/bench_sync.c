@@ -35,6 +35,18 @@
  * The Go peer mirrors every step (go f() for weft_go, unbuffered/buffered
  * chan int / chan int64, sync.Mutex, a two-case select, time.Sleep polling
  * for main's wait).
+ *
+ * BENCH_PROFILE=1 in the environment (both programs) turns on block
+ * profiling at rate 1 and mutex profiling at fraction 1 before the
+ * benchmark starts (weft_set_block_profile_rate / Go's
+ * runtime.SetBlockProfileRate, weft_set_mutex_profile_fraction / Go's
+ * runtime.SetMutexProfileFraction): every wait and every contended
+ * unlock is recorded, the most a program can ask for. The benchstat name
+ * then ends in "/profile=on", and after it comes a comment line
+ *     # profile block=N mutex=M
+ * with the number of records in each profile at the end, so that a
+ * caller can check the profiles did record (bench/profiling.sh compares
+ * the figures with and without).
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -111,6 +123,33 @@ static void wait_finished(int64_t n)
         weft_sleep(MSEC);
 }
 
+/* The benchstat name's suffix: "/profile=on" under BENCH_PROFILE=1. */
+static const char *prof_suffix = "";
+
+/* profile_on - under BENCH_PROFILE=1, record every blocking event and
+ * every mutex contention from here on. Runs first in each benchmark,
+ * inside the runtime, so that nothing weft_main sets up can reset it. */
+static void profile_on(void)
+{
+    const char *e = getenv("BENCH_PROFILE");
+    if (e == NULL || strcmp(e, "1") != 0)
+        return;
+    weft_set_block_profile_rate(1);
+    weft_set_mutex_profile_fraction(1);
+    prof_suffix = "/profile=on";
+}
+
+/* profile_report - under BENCH_PROFILE=1, print how many records each
+ * profile holds (after the benchmark line). */
+static void profile_report(void)
+{
+    if (prof_suffix[0] == '\0')
+        return;
+    printf("# profile block=%" PRId64 " mutex=%" PRId64 "\n",
+           weft_profile_count("block"), weft_profile_count("mutex"));
+    fflush(stdout);
+}
+
 /* spawn - weft_go(fn, arg), reporting a failure; returns 0 or 1. */
 static int spawn(const char *bench, weft_fn fn, void *arg)
 {
@@ -182,6 +221,7 @@ static void pp_b(void *arg)
 
 static int bench_pingpong(void)
 {
+    profile_on();
     int rc;
     if ((rc = weft_chan_new(&pp_ping, sizeof(int), 0)) != 0 ||
         (rc = weft_chan_new(&pp_pong, sizeof(int), 0)) != 0)
@@ -195,9 +235,10 @@ static int bench_pingpong(void)
         return 1;
 
     int64_t el = atomic_load(&t_end) - atomic_load(&pp_start);
-    printf("BenchmarkPingPong/impl=weft/procs=%d\t%d\t%.1f ns/op\n",
-           weft_procs(), PINGPONG_N, (double)el / PINGPONG_N);
+    printf("BenchmarkPingPong/impl=weft/procs=%d%s\t%d\t%.1f ns/op\n",
+           weft_procs(), prof_suffix, PINGPONG_N, (double)el / PINGPONG_N);
     fflush(stdout);
+    profile_report();
     return 0;
 }
 
@@ -246,6 +287,7 @@ static void cb_consumer(void *arg)
 
 static int bench_chanbuf(void)
 {
+    profile_on();
     int rc = weft_chan_new(&cb_chan, sizeof(int64_t), CHANBUF_CAP);
     if (rc != 0)
         return api_err("chanbuf", "weft_chan_new", rc);
@@ -259,9 +301,11 @@ static int bench_chanbuf(void)
         return 1;
 
     int64_t el = atomic_load(&t_end) - start;
-    printf("BenchmarkChanBuf/impl=weft/procs=%d\t%d\t%.0f items/s\n",
-           weft_procs(), CHANBUF_N, (double)CHANBUF_N * 1e9 / (double)el);
+    printf("BenchmarkChanBuf/impl=weft/procs=%d%s\t%d\t%.0f items/s\n",
+           weft_procs(), prof_suffix, CHANBUF_N,
+           (double)CHANBUF_N * 1e9 / (double)el);
     fflush(stdout);
+    profile_report();
     return 0;
 }
 
@@ -293,6 +337,7 @@ static void mx_worker(void *arg)
 
 static int bench_mutex(void)
 {
+    profile_on();
     int64_t start = weft_now();
     for (int i = 0; i < MUTEX_G; i++)
         if (spawn("mutex", mx_worker, NULL))
@@ -314,9 +359,10 @@ static int bench_mutex(void)
                     total);
 
     int64_t el = atomic_load(&t_end) - start;
-    printf("BenchmarkMutex/impl=weft/procs=%d\t%" PRId64 "\t%.1f ns/op\n",
-           weft_procs(), total, (double)el / (double)total);
+    printf("BenchmarkMutex/impl=weft/procs=%d%s\t%" PRId64 "\t%.1f ns/op\n",
+           weft_procs(), prof_suffix, total, (double)el / (double)total);
     fflush(stdout);
+    profile_report();
     return 0;
 }
 
@@ -326,6 +372,7 @@ static int bench_mutex(void)
 
 static int bench_select2(void)
 {
+    profile_on();
     weft_chan_t *ch[2] = {NULL, NULL};
     int rc, ret = 1;
 
@@ -379,9 +426,10 @@ static int bench_select2(void)
             goto out;
         }
     }
-    printf("BenchmarkSelect2/impl=weft/procs=%d\t%d\t%.1f ns/op\n",
-           weft_procs(), SELECT_M, (double)el / SELECT_M);
+    printf("BenchmarkSelect2/impl=weft/procs=%d%s\t%d\t%.1f ns/op\n",
+           weft_procs(), prof_suffix, SELECT_M, (double)el / SELECT_M);
     fflush(stdout);
+    profile_report();
     ret = 0;
 out:
     for (int k = 0; k < 2; k++)

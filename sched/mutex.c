@@ -551,7 +551,7 @@ static inline int mutex_lock(struct mutex *m, int64_t deadline)
  * contention hook is on, else NULL (one predictable branch). */
 static inline struct g *lockprofiler(void)
 {
-    return unlikely(weft__contention_hook != NULL) ? weft__getg() : NULL;
+    return unlikely(CONTENTION_HOOK() != NULL) ? weft__getg() : NULL;
 }
 
 static void unlockslow(struct mutex *m, int32_t new)

@@ -91,7 +91,7 @@ int weft__wait_park(int reason, int64_t deadline, void (*unlock)(void *),
     struct g *gp = weft__getg();
     struct parkarg pa = {deadline, unlock, arg};
     int64_t t0 = 0;
-    if (unlikely(weft__contention_hook != NULL))
+    if (unlikely(CONTENTION_HOOK() != NULL))
         t0 = weft__nanotime();
     weft__park(commit, &pa, reason);
     uint64_t st = atomic_load(&gp->waitstate);
@@ -99,10 +99,14 @@ int weft__wait_park(int reason, int64_t deadline, void (*unlock)(void *),
         return WEFT_ETIMEDOUT;
     if (deadline != WEFT_FOREVER)
         weft__timer_del(&gp->timer); /* a late firing fails its CAS */
-    /* One load: the profile may be switched off meanwhile. */
-    weft__contention_fn hook = weft__contention_hook;
-    if (unlikely(hook != NULL) && t0 != 0)
-        hook(gp, reason, t0, weft__nanotime(), arg, NULL);
+    /* t0 says whether a hook was on at the start: no second load of the
+     * global on the common path. Then one load: the profile may have
+     * been switched off meanwhile. */
+    if (unlikely(t0 != 0)) {
+        weft__contention_fn hook = CONTENTION_HOOK();
+        if (hook != NULL)
+            hook(gp, reason, t0, weft__nanotime(), arg, NULL);
+    }
     return 0;
 }
 

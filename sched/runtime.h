@@ -360,6 +360,16 @@ typedef void (*weft__contention_fn)(struct g *gp, int reason, int64_t start,
                                     struct g *unlocker);
 extern _Atomic(weft__contention_fn) weft__contention_hook; /* profiles.c
                                                              * sets it */
+/* CONTENTION_HOOK() - the hook, for the checks on the wait paths.
+ * -DWEFT_NO_CONTENTION_HOOK=1 makes it a constant NULL, so the compiler
+ * drops the checks: only bench/profiling.sh's baseline build uses it, to
+ * show what the checks cost with profiling off (profiles then record no
+ * block or mutex events). */
+#if defined(WEFT_NO_CONTENTION_HOOK) && WEFT_NO_CONTENTION_HOOK
+#define CONTENTION_HOOK() ((weft__contention_fn)NULL)
+#else
+#define CONTENTION_HOOK() (weft__contention_hook)
+#endif
 /* profiles.c: record the calling thread's stack as a thread creator
  * (newm, before the thread starts); forget the last runtime's records
  * (weft_main). */

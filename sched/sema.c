@@ -242,7 +242,7 @@ int weft__semacquire(_Atomic uint32_t *addr, int64_t deadline, int reason,
         }
         w.s.seq = weft__wait_prepare(gp);
         w.s.ticket = 0;
-        if (unlikely(weft__contention_hook != NULL))
+        if (unlikely(CONTENTION_HOOK() != NULL))
             w.t0 = weft__nanotime();
         enqueue(r, &w, lifo);
         if (weft__wait_park(reason, deadline, semunlock, addr) != 0) {
@@ -310,7 +310,7 @@ void weft__semrelease(_Atomic uint32_t *addr, uint32_t n, int flags,
     weft__unlock(&r->lock);
     if (list == NULL)
         return;
-    weft__contention_fn hook = weft__contention_hook;
+    weft__contention_fn hook = CONTENTION_HOOK();
     if (unlikely(evg != NULL) && hook != NULL)
         hook(evg, evreason, evt0, weft__nanotime(), addr, unlocker);
     readylist(list);
@@ -341,7 +341,7 @@ int weft__futexsleep(_Atomic uint32_t *addr, uint32_t val, int64_t deadline,
         return 0;
     }
     w.s.seq = weft__wait_prepare(gp);
-    if (unlikely(weft__contention_hook != NULL))
+    if (unlikely(CONTENTION_HOOK() != NULL))
         w.t0 = weft__nanotime();
     enqueue(r, &w, false);
     if (weft__wait_park(reason, deadline, semunlock, addr) != 0) {
@@ -384,7 +384,7 @@ void weft__futexwakeup(_Atomic uint32_t *addr, uint32_t n,
         n--;
     }
     weft__unlock(&r->lock);
-    weft__contention_fn hook = weft__contention_hook;
+    weft__contention_fn hook = CONTENTION_HOOK();
     if (unlikely(ev != NULL) && hook != NULL) {
         int64_t now = weft__nanotime();
         for (struct semawaiter *e = ev; e != NULL;

@@ -25,12 +25,18 @@
 // GOMAXPROCS comes from the environment. Output is one benchstat line per
 // run, e.g. "BenchmarkPingPong/impl=go/procs=1\t1000000\t215.3 ns/op"; a
 // wrong result exits with status 1.
+//
+// BENCH_PROFILE=1, as in bench_sync.c: runtime.SetBlockProfileRate(1) and
+// runtime.SetMutexProfileFraction(1) before the benchmark, "/profile=on"
+// at the end of the benchstat name, then "# profile block=N mutex=M"
+// (the records in each profile at the end).
 package main
 
 import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +52,29 @@ const (
 )
 
 func procs() int { return runtime.GOMAXPROCS(0) }
+
+// profSuffix ends the benchstat name: "/profile=on" under BENCH_PROFILE=1.
+var profSuffix = ""
+
+// profileOn records every blocking event and every mutex contention from
+// here on, under BENCH_PROFILE=1.
+func profileOn() {
+	if os.Getenv("BENCH_PROFILE") != "1" {
+		return
+	}
+	runtime.SetBlockProfileRate(1)
+	runtime.SetMutexProfileFraction(1)
+	profSuffix = "/profile=on"
+}
+
+// profileReport prints the records in each profile under BENCH_PROFILE=1.
+func profileReport() {
+	if profSuffix == "" {
+		return
+	}
+	fmt.Printf("# profile block=%d mutex=%d\n",
+		pprof.Lookup("block").Count(), pprof.Lookup("mutex").Count())
+}
 
 func fail(format string, args ...interface{}) {
 	fmt.Fprintf(os.Stderr, "bench_sync(go): "+format+"\n", args...)
@@ -106,8 +135,9 @@ func benchPingPong() {
 	go ppA(ping, pong)
 	waitFinished(2)
 	el := atomic.LoadInt64(&tEnd) - atomic.LoadInt64(&tStart)
-	fmt.Printf("BenchmarkPingPong/impl=go/procs=%d\t%d\t%.1f ns/op\n",
-		procs(), pingpongN, float64(el)/pingpongN)
+	fmt.Printf("BenchmarkPingPong/impl=go/procs=%d%s\t%d\t%.1f ns/op\n",
+		procs(), profSuffix, pingpongN, float64(el)/pingpongN)
+	profileReport()
 }
 
 // -------------------------------------------------------------- chanbuf
@@ -145,8 +175,9 @@ func benchChanBuf() {
 	go cbProducer(c)
 	waitFinished(2)
 	el := atomic.LoadInt64(&tEnd)
-	fmt.Printf("BenchmarkChanBuf/impl=go/procs=%d\t%d\t%.0f items/s\n",
-		procs(), chanbufN, float64(chanbufN)*1e9/float64(el))
+	fmt.Printf("BenchmarkChanBuf/impl=go/procs=%d%s\t%d\t%.0f items/s\n",
+		procs(), profSuffix, chanbufN, float64(chanbufN)*1e9/float64(el))
+	profileReport()
 }
 
 // ---------------------------------------------------------------- mutex
@@ -181,8 +212,9 @@ func benchMutex() {
 		fail("mutex: counter %d, want %d", counter, total)
 	}
 	el := atomic.LoadInt64(&tEnd)
-	fmt.Printf("BenchmarkMutex/impl=go/procs=%d\t%d\t%.1f ns/op\n",
-		procs(), total, float64(el)/float64(total))
+	fmt.Printf("BenchmarkMutex/impl=go/procs=%d%s\t%d\t%.1f ns/op\n",
+		procs(), profSuffix, total, float64(el)/float64(total))
+	profileReport()
 }
 
 // -------------------------------------------------------------- select2
@@ -219,14 +251,16 @@ func benchSelect2() {
 				k, next[k], selectM)
 		}
 	}
-	fmt.Printf("BenchmarkSelect2/impl=go/procs=%d\t%d\t%.1f ns/op\n",
-		procs(), selectM, float64(el)/selectM)
+	fmt.Printf("BenchmarkSelect2/impl=go/procs=%d%s\t%d\t%.1f ns/op\n",
+		procs(), profSuffix, selectM, float64(el)/selectM)
+	profileReport()
 }
 
 func main() {
 	if len(os.Args) != 2 {
 		fail("usage: bench_sync pingpong|chanbuf|mutex|select2")
 	}
+	profileOn()
 	switch os.Args[1] {
 	case "pingpong":
 		benchPingPong()
