@@ -444,9 +444,9 @@ static void end(struct table *out)
 WEFT_EXTERN int weft_cpuprofile_start(int hz)
 {
 #if !WEFT_HAVE_PPROF
-    (void)hz;
+    /* Without protobuf-c and zlib there is no profile to write at stop. */
     return -ENOSYS;
-#else
+#endif
     if (hz < 0 || hz > HZ_MAX)
         return WEFT_EINVAL;
     if (hz == 0)
@@ -499,7 +499,6 @@ WEFT_EXTERN int weft_cpuprofile_start(int hz)
 out:
     pthread_mutex_unlock(&cp.lock);
     return err;
-#endif
 }
 
 WEFT_EXTERN int weft_cpuprofile_stop(int fd)
