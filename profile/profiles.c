@@ -46,9 +46,11 @@
  * libunwind, which keeps a pipe open once used: Ms are created by every
  * runtime, profiled or not.
  *
- * Rejected: unwinding in the hook by frame pointers only. Faster, but
- * libc and libraries built without them would cut stacks short; the
- * hook runs only while a profile is on, off any lock (sema.c reports
+ * Block and mutex stacks are walked by frame pointers first (fpwalk,
+ * ~100x cheaper than libunwind), and by libunwind only when a frame
+ * without one cut the chain short of the coroutine's entry: code built
+ * without frame pointers still gets whole stacks, at libunwind's price.
+ * The hook runs only while a profile is on, off any lock (sema.c reports
  * after its bucket lock is dropped).
  */
 #include <errno.h>
@@ -233,11 +235,65 @@ static uint64_t stackhash(const uintptr_t *pc, int n)
     return h ^ (h >> 29);
 }
 
+/* fpwalk - the calling thread's return addresses by frame pointers
+ * (weft builds with -fno-omit-frame-pointer), within the current stack's
+ * bounds; stops at the first frame without one. *complete: the chain
+ * ended at a saved frame pointer of 0, as a coroutine's entry frame has
+ * (context_*.S starts it with one), or filled max; false when a frame
+ * without a frame pointer cut it. Not libunwind, for the threadcreate
+ * stacks (its address validation opens a pipe for the process's life,
+ * and every runtime creates Ms) and first for block and mutex events
+ * (libunwind costs ~8 us a stack, 16 sigprocmask calls: recording every
+ * event of a channel ping-pong made it 70x slower). The bounds keep a
+ * bad chain inside the stack, and ASan must not see those reads. */
+__attribute__((no_sanitize_address)) static int fpwalk(uintptr_t *pc,
+                                                       int max,
+                                                       bool *complete)
+{
+    uintptr_t fp = (uintptr_t)__builtin_frame_address(0), lo = 0, hi = 0;
+    struct g *gp = weft__getg();
+    if (gp != NULL && fp >= gp->stk.lo && fp < gp->stk.hi) {
+        lo = gp->stk.lo;
+        hi = gp->stk.hi;
+    } else {
+        pthread_attr_t a;
+        void *addr;
+        size_t size;
+        if (pthread_getattr_np(pthread_self(), &a) != 0)
+            return 0;
+        if (pthread_attr_getstack(&a, &addr, &size) == 0) {
+            lo = (uintptr_t)addr;
+            hi = lo + size;
+        }
+        pthread_attr_destroy(&a);
+    }
+    int n = 0;
+    *complete = false;
+    while (n < max && fp >= lo && fp + 2 * sizeof(uintptr_t) <= hi &&
+           (fp & (sizeof(uintptr_t) - 1)) == 0) {
+        uintptr_t next = ((uintptr_t *)fp)[0], ret = ((uintptr_t *)fp)[1];
+        if (ret == 0)
+            break;
+        pc[n++] = ret;
+        if (next == 0 || n == max) {
+            *complete = true;
+            break;
+        }
+        if (next <= fp)
+            break;
+        fp = next;
+    }
+    return n;
+}
+
 /* record - add one event (count, delay) at the calling stack to bt. */
 static void record(struct btab *bt, double count, int64_t delay)
 {
     struct tbuf *t = &hooktb;
-    weft__unwind_here(t);
+    bool complete;
+    t->n = fpwalk(t->pc, TB_MAX, &complete);
+    if (!complete) /* code without frame pointers on the stack */
+        weft__unwind_here(t);
     uint64_t h = stackhash(t->pc, t->n);
     struct bucket **slot = &bt->tab[h % NBUCKET];
     weft__lock(&bt->lock);
@@ -352,50 +408,14 @@ static wlock tclock;
 static struct tcrec *tchead;     /* tclock */
 static _Atomic int64_t tccount;  /* records on tchead */
 
-/* fpwalk - the calling thread's return addresses by frame pointers
- * (weft builds with -fno-omit-frame-pointer), within the current stack's
- * bounds; stops at the first frame without one. libunwind is not used
- * here: its address validation opens a pipe for the process's life,
- * and every runtime creates Ms, profiled or not. */
-static int fpwalk(uintptr_t *pc, int max)
-{
-    uintptr_t fp = (uintptr_t)__builtin_frame_address(0), lo = 0, hi = 0;
-    struct g *gp = weft__getg();
-    if (gp != NULL && fp >= gp->stk.lo && fp < gp->stk.hi) {
-        lo = gp->stk.lo;
-        hi = gp->stk.hi;
-    } else {
-        pthread_attr_t a;
-        void *addr;
-        size_t size;
-        if (pthread_getattr_np(pthread_self(), &a) != 0)
-            return 0;
-        if (pthread_attr_getstack(&a, &addr, &size) == 0) {
-            lo = (uintptr_t)addr;
-            hi = lo + size;
-        }
-        pthread_attr_destroy(&a);
-    }
-    int n = 0;
-    while (n < max && fp >= lo && fp + 2 * sizeof(uintptr_t) <= hi &&
-           (fp & (sizeof(uintptr_t) - 1)) == 0) {
-        uintptr_t next = ((uintptr_t *)fp)[0], ret = ((uintptr_t *)fp)[1];
-        if (ret == 0)
-            break;
-        pc[n++] = ret;
-        if (next <= fp)
-            break;
-        fp = next;
-    }
-    return n;
-}
 
 /* weft__threadcreate_record - see runtime.h. May run on a coroutine (a
  * wakep that starts an M). */
 void weft__threadcreate_record(void)
 {
     uintptr_t pc[64];
-    int n = fpwalk(pc, 64);
+    bool complete; /* no libunwind fallback here: its pipe */
+    int n = fpwalk(pc, 64, &complete);
     struct tcrec *r = malloc(sizeof *r + (size_t)n * sizeof r->pc[0]);
     if (r == NULL)
         return;
