@@ -1584,7 +1584,9 @@ WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg)
         teardown();
         return WEFT_EAGAIN;
     }
+    weft__leakcheck_boot();
     weft__notesleep(&weft__sched.exitnote);
+    weft__leakcheck_exit();
     joinall();
     weft__sysmon_stop();
     int result = weft__sched.mainresult;
