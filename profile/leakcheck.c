@@ -566,9 +566,11 @@ static void represent(struct sbuf *b, const struct group *g,
 {
     const struct gstack *best = NULL;
     for (long i = 0; i < ng; i++) {
-        if (gs[i].self || !ingroup(&gs[i], g))
+        if (!ingroup(&gs[i], g))
             continue;
-        if (best == NULL || (gs[i].waitsince > 0 &&
+        /* The caller (writing this page) only when nothing else fits. */
+        if (best == NULL || best->self ||
+            (!gs[i].self && gs[i].waitsince > 0 &&
                              (best->waitsince == 0 ||
                               gs[i].waitsince < best->waitsince)))
             best = &gs[i];
