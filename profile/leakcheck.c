@@ -732,7 +732,7 @@ static void trendblock(struct sbuf *b, const struct state *st,
         grouplines(b, r, n, now, true, 8);
         if (st->verdict == V_SOCKET) {
             sprint(b, "  fds those coroutines opened or wait on:\n");
-            fdlines(b, fi, nf, gs, ng, r, n, now, 16);
+            fdlines(b, fi, nf, gs, ng, r, n, now, 8);
         }
         sprint(b, "  one stack per growing group:\n\n");
         for (int i = 0; i < n && i < 8 && r[i].rise > 0; i++)
@@ -840,6 +840,7 @@ static void stderrreport(int what)
 static void *monitor(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "weft-leakcheck"); /* top -H, gdb */
     struct tgroup *t = malloc(TSLOTS * sizeof *t);
     pthread_mutex_lock(&lc.mu);
     while (!lc.stop && t != NULL) {
