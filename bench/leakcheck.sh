@@ -4,7 +4,9 @@
 # WEFTDEBUG=leakcheck=1 and without, alternating, LC_ROUNDS rounds of
 # LC_SECS seconds each (defaults 5 and 5), one benchstat line per run:
 #   BenchmarkHTTPdLeakcheck/leakcheck=off  1  88000 req/s
-# then the medians and "# leakcheck cost: X% (target <= 1%)".
+# then the medians and "# leakcheck cost: X% (target <= 1%)", and for each
+# run with the monitor its thread's CPU time against the server's
+# ("# monitor thread CPU: ..."), which the machine's noise does not blur.
 #
 # Usage: bash bench/leakcheck.sh [BUILD_DIR]   (default build-release)
 # Alternating on/off within one run and taking medians is what makes a
@@ -37,6 +39,17 @@ run() { # $1: on|off -> prints req/s
     local out
     out=$(taskset -c 1 wrk -t1 -c50 -d${secs}s -s "$here/net/sendjson.lua" \
         "http://127.0.0.1:$port/" 2>&1)
+    # The monitor's own CPU against the whole server's, from schedstat
+    # (ns on CPU per thread): a bound that does not depend on the noise.
+    if [[ $1 == on ]]; then
+        local mon=0 all=0 t
+        for t in /proc/$pid/task/*; do
+            local ns; ns=$(awk '{print $1}' "$t/schedstat")
+            all=$((all + ns))
+            [[ $(cat "$t/comm") == weft-leakcheck ]] && mon=$((mon + ns))
+        done
+        awk -v m=$mon -v a=$all 'BEGIN { printf "# monitor thread CPU: %.1f ms of %.0f ms (%.3f%%)\n", m/1e6, a/1e6, 100*m/a }' >&2
+    fi
     kill $pid; wait $pid 2>/dev/null || true; pid=
     awk '/Requests\/sec/ {print $2}' <<<"$out"
 }
