@@ -42,8 +42,9 @@ run() { # $1: on|off -> prints req/s
     # The monitor's own CPU against the whole server's, from schedstat
     # (ns on CPU per thread): a bound that does not depend on the noise.
     if [[ $1 == on ]]; then
-        local mon=0 all=0 t
-        for t in /proc/$pid/task/*; do
+        local mon=0 all=0 t srv
+        srv=$(pgrep -P $pid -n || echo $pid) # timeout's child: httpd
+        for t in /proc/$srv/task/*; do
             local ns; ns=$(awk '{print $1}' "$t/schedstat")
             all=$((all + ns))
             [[ $(cat "$t/comm") == weft-leakcheck ]] && mon=$((mon + ns))
