@@ -48,7 +48,7 @@ VALGRIND_ENV := HARNESS_TIMEOUT_SCALE=20
 
 # The demo: every example in DEMOS is built, then shown by its demo-NAME
 # rule, in order. A new demo adds its name here and a demo-NAME rule.
-DEMOS := hello pipeline httpd
+DEMOS := hello pipeline httpd leaky
 
 MAKEFLAGS += --no-print-directory
 # meson and ninja parallelise; make's own steps must run in order.
@@ -99,6 +99,14 @@ demo-pipeline: demo-build
 demo-httpd: demo-build
 	@echo
 	@bash scripts/demo-httpd.sh $(BUILD)
+
+# The leak monitor: examples/leaky's socket leak, found and classified
+# (one report: the monitor samples every 200 ms and needs 12 samples).
+demo-leaky: demo-build
+	@echo
+	@echo "\$$ $(BUILD)/examples/leaky --mode socket --seconds 3 --period 200"
+	@$(BUILD)/examples/leaky --mode socket --seconds 3 --period 200 2>&1 | \
+		awk '/^weft: leakcheck/ { n++ } n == 2 { exit } { print }'
 
 # ----------------------------------------------------------------- tests
 

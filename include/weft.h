@@ -773,6 +773,13 @@ struct weft_metrics {
                                                * unlimited */
     int64_t process_resident_memory_bytes;
     int64_t process_start_time_ns;     /* since the epoch */
+    /* Leak detector (weft_leakcheck_start): open fds by kind, from
+     * /proc/self/fd (-1: unavailable); fds opened through weft; 1 while
+     * the monitor suspects a leak of that kind (0 otherwise, or off). */
+    int64_t open_fds_socket, open_fds_pipe, open_fds_file, open_fds_other;
+    int64_t weft_fds;
+    int64_t leak_suspected_socket, leak_suspected_coroutine,
+        leak_suspected_fd;
 };
 
 /*
@@ -786,6 +793,51 @@ struct weft_metrics {
  * each other only approximately, like a schedtrace line.
  */
 WEFT_EXTERN int weft_metrics_read(struct weft_metrics *m, size_t size);
+
+/* ---------------------------------------------------------- leak check */
+
+/*
+ * The leak monitor (also started by WEFTDEBUG=leakcheck=SECONDS when
+ * weft_main starts). Every period a thread of its own, outside the
+ * scheduler, counts the live coroutines grouped by spawn site and state
+ * (wait reason), and the process's open fds by kind (socket, pipe, file,
+ * other) from /proc/self/fd. Coroutines are counted without stopping
+ * anything; stacks are read (every thread stopped for a moment, as
+ * weft_dump) only to write a report.
+ *
+ * A series is growing when its floor, the smallest of its last 8
+ * samples, has not fallen over the last 4 periods, rose in at least 3
+ * of them, by at least max(4, 5%) in all, and those 8 samples all
+ * exceed the 4 before them: a load that rises and falls within about 8
+ * periods moves the peaks, not the floor. A steady leak is reported
+ * after 12 samples.
+ * Coroutines and fds growing together: suspected socket (fd) leak;
+ * coroutines alone: coroutine leak; fds alone: fd leak outside
+ * coroutines. A suspicion is written to stderr as one block when it
+ * starts or changes kind, again only when the growth has doubled since
+ * the last block, and ends once nothing has grown for 4 periods.
+ *
+ * weft_leakcheck_start - start the monitor with a period of period_ns
+ * (10 ms .. 1 hour). Any thread while a runtime runs. Returns 0,
+ * WEFT_EINVAL (period out of range), WEFT_EBUSY (already running),
+ * WEFT_ENORUNTIME, WEFT_EAGAIN (no thread). Never blocks. The monitor
+ * ends with the runtime (when the main coroutine returns).
+ *
+ * weft_leakcheck_stop - stop it and forget its samples. Returns 0,
+ * WEFT_EINVAL (not running). Blocks the calling thread until the
+ * monitor's thread ends (at most one sample or report).
+ *
+ * weft_leakcheck_write - the report /debug/leaks serves, as text, to fd
+ * (fd as for weft_profile_write): the samples, the coroutine groups with
+ * one stack each (Go's dump format), the fds weft opened with who opened
+ * and waits on each, and any suspicion. With the monitor off it takes
+ * one sample then. Returns 0, WEFT_EBADF, WEFT_ENORUNTIME, WEFT_ENOMEM,
+ * WEFT_EBUSY (a dump is stuck), or a failed write's error. Blocks while
+ * it writes; stops every thread briefly to read stacks.
+ */
+WEFT_EXTERN int weft_leakcheck_start(int64_t period_ns);
+WEFT_EXTERN int weft_leakcheck_stop(void);
+WEFT_EXTERN int weft_leakcheck_write(int fd);
 
 /* ---------------------------------------------------------- debug server */
 
@@ -804,7 +856,7 @@ WEFT_EXTERN int weft_metrics_read(struct weft_metrics *m, size_t size);
  * block,mutex,threadcreate}?debug=0|1|2, /debug/pprof/profile?seconds=N
  * (1..3600, default 30; 500 "cpu profiling already in use" if a CPU
  * profile runs), /debug/pprof/cmdline, /debug/pprof/symbol (GET, POST),
- * /metrics. One request per connection; heads of at most 8 KiB and 100
+ * /metrics, /debug/leaks (weft_leakcheck_write). One request per connection; heads of at most 8 KiB and 100
  * headers (431), bodies of at most 64 KiB (413), the whole request within
  * 10 s (408), at most 64 connections at once; GET, HEAD and POST (405).
  *

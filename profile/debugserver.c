@@ -547,6 +547,10 @@ static bool route(struct req *rq, struct resp *rs)
     }
     if (path_is(rq, "/metrics")) {
         serve_metrics(c, rs);
+    } else if (path_is(rq, "/debug/leaks")) {
+        r = weft_leakcheck_write(c->bodyfd);
+        if (r < 0)
+            fail_err(c, rs, "Could not write the leak report", r);
     } else if (path_is(rq, "/debug/pprof")) {
         rs->status = 301;
         snprintf(rs->extra, sizeof rs->extra,

@@ -9,6 +9,8 @@
  *   scheddetail=0|1  make those reports scheddetail's (P, M and G lines)
  *   sigquitdump=exit|continue
  *                    on SIGQUIT, dump and exit (default), or dump and run
+ *   leakcheck=SECONDS  run the leak monitor (leakcheck.c) with this
+ *                    period, 1..3600 (0: off)
  * WEFTTRACEBACK is none|single|all|system|crash, or Go's numbers 0 (none),
  * 1 (all) and 2 (system); unset or empty: single.
  *
@@ -159,6 +161,11 @@ static void set_sigquitdump(int32_t v)
     weft__debug.sigquitcontinue = v != 0;
 }
 
+static void set_leakcheck(int32_t v)
+{
+    weft__debug.leakcheck = v;
+}
+
 static const struct word zero_one[] = {{"0", 0}, {"1", 1}, {NULL, 0}};
 static const struct word sigquitdump_words[] = {
     {"exit", 0}, {"continue", 1}, {NULL, 0}};
@@ -169,6 +176,7 @@ static const struct setting settings[] = {
      set_schedtrace},
     {"scheddetail", K_WORD, 0, NULL, zero_one, set_scheddetail},
     {"sigquitdump", K_WORD, 0, NULL, sigquitdump_words, set_sigquitdump},
+    {"leakcheck", K_NUMBER, 3600, "seconds", NULL, set_leakcheck},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 

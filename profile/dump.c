@@ -81,6 +81,8 @@ static char bigbuf[64 * 1024]; /* the dump lock's holder only */
 
 static void flush(struct out *o)
 {
+    if (o->fd < 0) /* weft__dump_gstack's memory buffer: nowhere to go */
+        return;
     size_t off = 0;
     while (off < o->n && o->err == 0) {
         ssize_t w = write(o->fd, o->buf + off, o->n - off);
@@ -100,6 +102,8 @@ static void putn(struct out *o, const char *s, size_t n)
     while (n > 0) {
         if (o->n == o->cap)
             flush(o);
+        if (o->n == o->cap) /* fd < 0: a full memory buffer, cut here */
+            return;
         size_t k = o->cap - o->n < n ? o->cap - o->n : n;
         memcpy(o->buf + o->n, s, k);
         o->n += k;
@@ -717,7 +721,10 @@ RACY long weft__gstacks(struct gstack **out)
     size_t ng = __atomic_load_n(&weft__allglen, __ATOMIC_ACQUIRE);
     struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
     for (size_t i = 0; chunks != NULL && i < ng; i++) {
-        struct g *gp = weft__allg(chunks, i);
+        /* By hand, as schedtrace.c: an out-of-line weft__allg (-O0)
+         * is instrumented, and TSan cannot see our acquire of allglen
+         * (found by the leak monitor, which calls this from a thread). */
+        struct g *gp = &chunks[i / ALLG_CHUNK][i % ALLG_CHUNK];
         size_t before = d->nsnap;
         take(d, gp, gp == cur ? &selft : NULL);
         if (d->nsnap == before)
@@ -764,6 +771,37 @@ RACY long weft__gstacks(struct gstack **out)
     munmap(mem, snapbytes + poolbytes + lblbytes);
     dumpunlock();
     return r;
+}
+
+/* weft__dump_gstack - gs as a dump prints a G (header, user frames,
+ * "created by"), into buf[0..cap), cut at cap; returns the length. The
+ * leak detector's representative stacks. Caller holds the dump lock. */
+size_t weft__dump_gstack(char *buf, size_t cap, const struct gstack *gs,
+                         int64_t now)
+{
+    struct out o = {.fd = -1, .buf = buf, .cap = cap};
+    struct snap sn = {.id = gs->id,
+                      .parentid = gs->parentid,
+                      .waitsince = gs->waitsince,
+                      .spawnpc = gs->spawnpc,
+                      .status = gs->status,
+                      .wr = gs->waitreason};
+    header(&o, &sn, now);
+    if (gs->n == 0) {
+        puts_(&o, "\tgoroutine running on other thread; stack unavailable\n");
+    } else {
+        static struct tbuf t; /* dump lock */
+        t.n = gs->n < TB_MAX ? (int)gs->n : TB_MAX;
+        t.cut = false;
+        for (int i = 0; i < t.n; i++) {
+            t.pc[i] = gs->pc[i];
+            t.sp[i] = 0;
+            t.exact[i] = i == 0 && gs->exact;
+        }
+        frames(&o, &t, TB_ALL);
+    }
+    creator(&o, &sn);
+    return o.n;
 }
 
 /* lockeddump - dumpall under the dump lock; without the lock (a fault

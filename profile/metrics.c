@@ -226,6 +226,7 @@ static void collect(struct weft_metrics *m)
     m->syscall_handoffs = LOAD(&weft__sched.nhandoff);
     m->netpoll_waiters = weft__netpoll_nwaiters();
     procstat(m);
+    weft__leakcheck_metrics(m);
 }
 
 WEFT_EXTERN int weft_metrics_read(struct weft_metrics *m, size_t size)
@@ -381,13 +382,18 @@ struct family {
     size_t off;
     bool isunsigned;
     double scale;
+    const char *labels; /* "{k=\"v\"}" of one sample of a labelled
+                         * family (rows with the same name, one HELP/TYPE
+                         * for them all), or NULL */
 };
 
 #define F(n, h, k, field, sc)                                                  \
     {n, h, k, offsetof(struct weft_metrics, field),                            \
      _Generic(((struct weft_metrics *)0)->field, uint64_t: true,               \
               default: false),                                                 \
-     sc}
+     sc, NULL}
+#define FL(n, h, field, l)                                                     \
+    {n, h, GAUGE, offsetof(struct weft_metrics, field), false, 1, l}
 
 static const struct family families[] = {
     F("weft_coroutines", "Number of coroutines that currently exist.", GAUGE,
@@ -440,15 +446,37 @@ static const struct family families[] = {
     F("process_start_time_seconds",
       "Start time of the process since unix epoch in seconds.", GAUGE,
       process_start_time_ns, 1e9),
+    /* The leak detector's (leakcheck.c). */
+#define OPENFDS "Number of open file descriptors by kind (/proc/self/fd)."
+    FL("weft_open_fds", OPENFDS, open_fds_socket, "{kind=\"socket\"}"),
+    FL("weft_open_fds", OPENFDS, open_fds_pipe, "{kind=\"pipe\"}"),
+    FL("weft_open_fds", OPENFDS, open_fds_file, "{kind=\"file\"}"),
+    FL("weft_open_fds", OPENFDS, open_fds_other, "{kind=\"other\"}"),
+#undef OPENFDS
+    F("weft_fds", "Number of file descriptors opened or adopted through "
+                  "weft and not yet closed.",
+      GAUGE, weft_fds, 1),
+#define SUSPECT "1 while the leak monitor (leakcheck) suspects a leak of " \
+                "this kind."
+    FL("weft_leak_suspected", SUSPECT, leak_suspected_socket,
+       "{kind=\"socket\"}"),
+    FL("weft_leak_suspected", SUSPECT, leak_suspected_coroutine,
+       "{kind=\"coroutine\"}"),
+    FL("weft_leak_suspected", SUSPECT, leak_suspected_fd, "{kind=\"fd\"}"),
+#undef SUSPECT
 };
 #undef F
+#undef FL
 
 #define NFAM (sizeof families / sizeof families[0])
 
 static int bynamecmp(const void *a, const void *b)
 {
     const struct family *const *x = a, *const *y = b;
-    return strcmp((*x)->name, (*y)->name);
+    int c = strcmp((*x)->name, (*y)->name);
+    if (c != 0 || (*x)->labels == NULL || (*y)->labels == NULL)
+        return c;
+    return strcmp((*x)->labels, (*y)->labels);
 }
 
 static void histogram(struct out *o, const struct family *f,
@@ -500,20 +528,26 @@ static void render(struct out *o, const struct weft_metrics *m)
             v = s == INT64_MAX && f->scale == 1 ? 18446744073709551615.0
                                                 : (double)s;
         }
-        puts_(o, "# HELP ");
-        puts_(o, f->name);
-        puts_(o, " ");
-        puts_(o, f->help); /* ours: no '\\' or newline to escape */
-        puts_(o, "\n# TYPE ");
-        puts_(o, f->name);
-        puts_(o, " ");
-        puts_(o, kindname[f->kind]);
-        puts_(o, "\n");
+        /* A labelled family's later rows share the first one's head. */
+        if (f->labels == NULL || i == 0 ||
+            strcmp(sorted[i - 1]->name, f->name) != 0) {
+            puts_(o, "# HELP ");
+            puts_(o, f->name);
+            puts_(o, " ");
+            puts_(o, f->help); /* ours: no '\\' or newline to escape */
+            puts_(o, "\n# TYPE ");
+            puts_(o, f->name);
+            puts_(o, " ");
+            puts_(o, kindname[f->kind]);
+            puts_(o, "\n");
+        }
         if (f->kind == HISTOGRAM) {
             histogram(o, f, m);
             continue;
         }
         puts_(o, f->name);
+        if (f->labels != NULL)
+            puts_(o, f->labels);
         puts_(o, " ");
         putf(o, v / f->scale);
         puts_(o, "\n");

@@ -1579,12 +1579,15 @@ WEFT_EXTERN int weft_main(weft_main_fn fn, void *arg)
         return id < 0 ? (int)id : err;
     }
     mainstarted = true;
+    weft__leakcheck_boot(); /* before G1 runs: it may ask for the monitor */
     if (!newm(weft__allp[0], false)) {
+        weft__leakcheck_exit();
         weft__sysmon_stop();
         teardown();
         return WEFT_EAGAIN;
     }
     weft__notesleep(&weft__sched.exitnote);
+    weft__leakcheck_exit();
     joinall();
     weft__sysmon_stop();
     int result = weft__sched.mainresult;

@@ -756,6 +756,10 @@ struct gstack {
  * dump holds the lock). A G running on an M that did not answer the
  * freeze has n == 0. Not from a signal handler. */
 long weft__gstacks(struct gstack **out);
+/* dump.c: gs in a dump's format into buf, cut at cap; returns the
+ * length. Caller holds the dump lock (leakcheck.c). */
+size_t weft__dump_gstack(char *buf, size_t cap, const struct gstack *gs,
+                         int64_t now);
 
 /* debugserver.c: release what the debug server's abandoned coroutines
  * held. Runtime teardown only (no M running). */
@@ -769,9 +773,18 @@ struct debugvars {
     bool scheddetail;     /* scheddetail=1 */
     bool sigquitcontinue; /* sigquitdump=continue: dump, then run on */
     int traceback;        /* WEFTTRACEBACK: TB_*, default TB_SINGLE */
+    int32_t leakcheck;    /* leakcheck=SECONDS: leak monitor period; 0 off */
 };
 extern struct debugvars weft__debug;
 void weft__debug_parse(void);
+
+/* leakcheck.c: weft_main starts the monitor of WEFTDEBUG=leakcheck once
+ * the runtime runs, and stops it (joins its thread) when the main
+ * coroutine has returned, before any M is joined. */
+void weft__leakcheck_boot(void);
+void weft__leakcheck_exit(void);
+/* leakcheck.c: the /metrics figures (open fds by kind, suspicion). */
+void weft__leakcheck_metrics(struct weft_metrics *m);
 
 /* schedtrace.c: one schedtrace report to stderr (detail: scheddetail's
  * P, M and G lines too). sysmon calls it every schedtrace ms. */

@@ -39,7 +39,11 @@ static int bad_main(void *arg)
     struct weft_metrics m;
     EXPECT_ERR(weft_metrics_read(NULL, sizeof m), WEFT_EINVAL);
     EXPECT_ERR(weft_metrics_read(&m, 0), WEFT_EINVAL);
-    EXPECT_ERR(weft_metrics_read(&m, sizeof m - 8), WEFT_EINVAL);
+    /* Below the first published struct (which ended with the start
+     * time); later fields only grow it. */
+    EXPECT_ERR(weft_metrics_read(&m, offsetof(struct weft_metrics,
+                                              process_start_time_ns)),
+               WEFT_EINVAL);
     EXPECT_ERR(weft_metrics_write(-1), WEFT_EBADF);
     /* A newer caller's bigger struct: ours filled, the tail zeroed. */
     unsigned char big[sizeof m + 64];
@@ -422,8 +426,11 @@ static const char *const required[] = {
     "weft_context_switches_total counter",
     "weft_coroutines gauge",
     "weft_coroutines_created_total counter",
+    "weft_fds gauge",
+    "weft_leak_suspected gauge",
     "weft_mutex_wait_seconds_total counter",
     "weft_netpoll_waiters gauge",
+    "weft_open_fds gauge",
     "weft_procs gauge",
     "weft_sched_latencies_seconds histogram",
     "weft_steals_total counter",
