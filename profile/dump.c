@@ -75,6 +75,7 @@ struct out {
     size_t n;
     char *buf;
     size_t cap;
+    size_t total; /* fd < 0: bytes put, kept or not */
 };
 
 static char bigbuf[64 * 1024]; /* the dump lock's holder only */
@@ -97,6 +98,14 @@ static void flush(struct out *o)
 
 static void putn(struct out *o, const char *s, size_t n)
 {
+    if (o->fd < 0) { /* into memory (weft__gstack_text): keep what fits */
+        size_t k = o->cap - o->n < n ? o->cap - o->n : n;
+        if (k > 0)
+            memcpy(o->buf + o->n, s, k);
+        o->n += k;
+        o->total += n;
+        return;
+    }
     while (n > 0) {
         if (o->n == o->cap)
             flush(o);
@@ -764,6 +773,35 @@ RACY long weft__gstacks(struct gstack **out)
     munmap(mem, snapbytes + poolbytes + lblbytes);
     dumpunlock();
     return r;
+}
+
+/* weft__gstack_text - gs as a dump at level prints it (header, frames,
+ * "created by", no blank line after), into buf: at most cap bytes, not
+ * NUL-terminated. Returns the whole text's length (more than cap: cut).
+ * For leaktest.c's report. Caller holds the dump lock (symbolizes). */
+size_t weft__gstack_text(const struct gstack *gs, int level, char *buf,
+                         size_t cap)
+{
+    static struct tbuf t; /* dump lock */
+    struct out o = {.fd = -1, .buf = buf, .cap = cap};
+    struct snap sn = {.id = gs->id, .parentid = gs->parentid,
+                      .waitsince = gs->waitsince, .spawnpc = gs->spawnpc,
+                      .status = gs->status, .wr = gs->waitreason};
+    header(&o, &sn, weft__nanotime());
+    uint32_t n = gs->n < TB_MAX ? gs->n : TB_MAX;
+    t.n = (int)n;
+    t.cut = gs->n > TB_MAX;
+    for (uint32_t i = 0; i < n; i++) {
+        t.pc[i] = gs->pc[i];
+        t.sp[i] = 0;
+        t.exact[i] = i == 0 && gs->exact;
+    }
+    if (n == 0)
+        puts_(&o, "\tgoroutine running on other thread; stack unavailable\n");
+    else
+        frames(&o, &t, level);
+    creator(&o, &sn);
+    return o.total;
 }
 
 /* lockeddump - dumpall under the dump lock; without the lock (a fault

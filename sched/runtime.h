@@ -744,6 +744,15 @@ struct gstack {
  * dump holds the lock). A G running on an M that did not answer the
  * freeze has n == 0. Not from a signal handler. */
 long weft__gstacks(struct gstack **out);
+size_t weft__gstack_text(const struct gstack *gs, int level, char *buf,
+                         size_t cap); /* dump.c: see there */
+/* leaktest.c: fds weft's own symbolizer and unwinder opened for the
+ * process's life (libdw's ELF and debug files, libunwind's pipe), which a
+ * leak check never reports. Bracket code that may open them with begin
+ * and end, under the dump lock; fds open at end and not at begin are
+ * recorded (with their identity: a number reused later is not excused). */
+void weft__selffd_begin(void);
+void weft__selffd_end(void);
 
 /* debugserver.c: release what the debug server's abandoned coroutines
  * held. Runtime teardown only (no M running). */
