@@ -875,9 +875,8 @@ struct weft_leak_opts {
 };
 
 /*
- * weft_leak_snapshot - record the coroutines alive and the fds open now
- * (and warm up the unwinder, so its fds predate the snapshot). Must be
- * called from a coroutine. Returns 0 with *out set (free it with
+ * weft_leak_snapshot - record the coroutines alive and the fds open now.
+ * Must be called from a coroutine; does not park. Returns 0 with *out set (free it with
  * weft_leak_snapshot_free), or WEFT_EINVAL (out NULL), WEFT_ENOTCORO,
  * WEFT_ENORUNTIME, WEFT_ENOMEM. Does not park; lists /proc/self/fd.
  *

@@ -687,6 +687,7 @@ RACY long weft__gstacks(struct gstack **out)
     *out = NULL;
     if (!dumplock())
         return WEFT_EBUSY;
+    weft__selffd_begin(); /* the unwinders may open fds: leaktest.c */
     struct dump *d = &dumpst;
     struct m *self = weft__getm();
     d->nm = 0;
@@ -703,6 +704,7 @@ RACY long weft__gstacks(struct gstack **out)
                      PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (mem == MAP_FAILED) {
+        weft__selffd_end();
         dumpunlock();
         return WEFT_ENOMEM;
     }
@@ -738,6 +740,7 @@ RACY long weft__gstacks(struct gstack **out)
         lbl[before] = l;
     }
     thaw(gen);
+    weft__selffd_end();
 
     for (size_t i = 0; i < d->nsnap; i++)
         keep(d, &d->snaps[i]);
@@ -815,7 +818,12 @@ static int lockeddump(int fd, int level, void *uc, int flags, struct m *self)
             return -errno;
         return 0;
     }
+    /* Not in a signal handler (listing fds allocates): see leaktest.c. */
+    if (uc == NULL)
+        weft__selffd_begin();
     int r = dumpall(fd, level, uc, flags, self);
+    if (uc == NULL)
+        weft__selffd_end();
     dumpunlock();
     return r;
 }

@@ -21,8 +21,11 @@
  *  3. Symbolizing, the registry of weft's own fds and the report text
  *     (dump.c's formatter) are used under the dump lock, which guards the
  *     symbol cache; nothing here takes a runtime lock.
- *  4. weft's own fds: the symbol cache's miss path (traceback.c) and the
- *     snapshot's unwinder warm-up are bracketed by weft__selffd_begin and
+ *  4. weft's own fds: the symbol cache's miss path (traceback.c), a
+ *     dump's or goroutine profile's freeze (dump.c: libunwind opens its
+ *     pipe at its first unwind), and the unwinder warm-up before CPU,
+ *     block or mutex profiling (whose unwinds run in signal handlers and
+ *     hooks, where nothing can be listed) are bracketed by weft__selffd_begin and
  *     _end, which record the fds that appeared between them. A raw fd
  *     another thread opens inside such a bracket is excused too (the
  *     bracket is short, and fds weft opened for a coroutine never are).
@@ -116,16 +119,20 @@ static struct fdid selffds[SELF_MAX]; /* dump lock */
 static size_t nself;                  /* dump lock */
 static struct fdid *bracket;          /* dump lock: begin's listing */
 static long nbracket;
+static int depth;                     /* dump lock: brackets nest (a dump
+                                       * symbolizes); the outer one lists */
 
 void weft__selffd_begin(void)
 {
+    if (depth++ > 0)
+        return;
     free(bracket);
     nbracket = listfds(&bracket);
 }
 
 void weft__selffd_end(void)
 {
-    if (nbracket < 0)
+    if (depth == 0 || --depth > 0 || nbracket < 0)
         return;
     struct fdid *now;
     long n = listfds(&now);
@@ -145,6 +152,19 @@ void weft__selffd_end(void)
     free(bracket);
     bracket = NULL;
     nbracket = 0;
+}
+
+void weft__unwind_warm(void)
+{
+    static struct tbuf t; /* dump lock */
+    if (!weft__dump_lock()) {
+        weft__unwind_here(&t); /* still warm, not recorded */
+        return;
+    }
+    weft__selffd_begin();
+    weft__unwind_here(&t);
+    weft__selffd_end();
+    weft__dump_unlock();
 }
 
 static bool selffd(const struct fdid *f)
@@ -203,15 +223,6 @@ WEFT_EXTERN int weft_leak_snapshot(weft_leak_snapshot_t **out)
             s->ids[s->nids++] = __atomic_load_n(&gp->id, __ATOMIC_RELAXED);
     }
     qsort(s->ids, s->nids, sizeof *s->ids, cmpid);
-    /* libunwind opens its pipe at its first unwind, which may come in
-     * the middle of the test (a dump): make it come now, as weft's own. */
-    if (weft__dump_lock()) {
-        static struct tbuf t; /* dump lock */
-        weft__selffd_begin();
-        weft__unwind_here(&t);
-        weft__selffd_end();
-        weft__dump_unlock();
-    }
     long n = listfds(&s->fds);
     if (n < 0) {
         weft_leak_snapshot_free(s);

@@ -753,6 +753,10 @@ size_t weft__gstack_text(const struct gstack *gs, int level, char *buf,
  * recorded (with their identity: a number reused later is not excused). */
 void weft__selffd_begin(void);
 void weft__selffd_end(void);
+/* One unwind of the caller's stack inside such a bracket: libunwind's
+ * one-time set-up (its pipe) before a feature that unwinds in a signal
+ * handler or a hook, where no bracket can be. Not under the dump lock. */
+void weft__unwind_warm(void);
 
 /* debugserver.c: release what the debug server's abandoned coroutines
  * held. Runtime teardown only (no M running). */
