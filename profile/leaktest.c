@@ -176,6 +176,18 @@ static bool selffd(const struct fdid *f)
     return false;
 }
 
+/* weft__selffd_is - whether fd is one of weft's own (still the same file). */
+bool weft__selffd_is(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !weft__dump_lock())
+        return false;
+    struct fdid f = {fd, st.st_dev, st.st_ino};
+    bool r = selffd(&f);
+    weft__dump_unlock();
+    return r;
+}
+
 /* ------------------------------------------------------------ snapshot */
 
 static int cmpid(const void *a, const void *b)

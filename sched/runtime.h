@@ -757,6 +757,7 @@ void weft__selffd_end(void);
  * one-time set-up (its pipe) before a feature that unwinds in a signal
  * handler or a hook, where no bracket can be. Not under the dump lock. */
 void weft__unwind_warm(void);
+bool weft__selffd_is(int fd); /* any thread; after the runtime too */
 
 /* debugserver.c: release what the debug server's abandoned coroutines
  * held. Runtime teardown only (no M running). */
