@@ -77,7 +77,7 @@ static int leak_coroutines_body(void *arg)
     ASSERT_EQ(weft_leak_verify(s, &o), 0);
     ASSERT_STR_EQ(report, "");
     weft_leak_snapshot_free(s);
-    weft_chan_free(forever);
+    EXPECT_OK(weft_chan_free(forever));
     return 0;
 }
 
@@ -193,7 +193,7 @@ static int clean_body(void *arg)
     EXPECT_OK(weft_chan_close(forever));
     ASSERT_EQ(weft_leak_verify(s, NULL), 0);
     weft_leak_snapshot_free(s);
-    weft_chan_free(forever);
+    EXPECT_OK(weft_chan_free(forever));
     return 0;
 }
 
@@ -320,7 +320,7 @@ static int ignore_body(void *arg)
     ASSERT_EQ(weft_leak_verify(s, NULL), 0);
     weft_leak_snapshot_free(s);
     weft_leak_snapshot_free(s2);
-    weft_chan_free(forever);
+    EXPECT_OK(weft_chan_free(forever));
     return 0;
 }
 
@@ -344,7 +344,7 @@ static int fd_body(void *arg)
     EXPECT_OK(weft_chan_close(forever));
     ASSERT_EQ(weft_leak_verify(s, NULL), 0);
     weft_leak_snapshot_free(s);
-    weft_chan_free(forever);
+    EXPECT_OK(weft_chan_free(forever));
     return 0;
 }
 
