@@ -867,6 +867,94 @@ WEFT_EXTERN int weft_leakcheck_write(int fd);
 WEFT_EXTERN int weft_debug_serve(const char *addr);
 WEFT_EXTERN int weft_debug_stop(void);
 
+/* ----------------------------------------------------------- leak checks */
+
+/*
+ * Leak regression tests, as Go's uber-go/goleak: take a snapshot when a
+ * test starts, verify when it ends. Verify reports every coroutine that
+ * was not alive at the snapshot and is still alive, and every fd that was
+ * not open at the snapshot (listed in /proc/self/fd) and is still open,
+ * after retries with back-off for the ones that are merely finishing.
+ * Fds weft's own symbolizer keeps for the process's life (ELF and debug
+ * files, libunwind's pipe: opened by the first dump or profile) are never
+ * reported.
+ *
+ * The report, for coroutines, is goleak's text:
+ *   found unexpected goroutines:
+ *   [Goroutine 7 in state chan receive, with weft_chan_recv on top of the stack:
+ *   weft_chan_recv(...)
+ *   	/src/chan.c:210 +0x1f
+ *   worker(...)
+ *   ...
+ *   created by main_body in goroutine 1
+ *   	/src/t.c:40 +0x5
+ *    Goroutine 8 in state ...]
+ * each stack as weft_dump prints it (WEFT_DUMP_ALL). The "top of the
+ * stack" is its first printed frame: the weft_* call it is blocked in.
+ * For fds:
+ *   found unexpected file descriptors:
+ *   fd 9 (socket:[123456]) opened in goroutine 7 by client
+ *   	/src/t.c:52 +0x2a
+ *   fd 10 (/tmp/x.log) not opened through weft
+ */
+typedef struct weft_leak_snapshot weft_leak_snapshot_t;
+
+#define WEFT_LEAK_ALL 1u            /* also coroutines alive at the
+                                     * snapshot (goleak without
+                                     * IgnoreCurrent) */
+#define WEFT_LEAK_NO_FDS 2u         /* coroutines only */
+#define WEFT_LEAK_NO_COROUTINES 4u  /* fds only */
+
+/* What a verify ignores, how long it retries, where the report goes.
+ * All zero (or a NULL pointer) is the default. Function names are
+ * matched exactly against the names a dump prints. */
+struct weft_leak_opts {
+    const char *const *ignore_top;  /* NULL-terminated: a coroutine whose
+                                     * top frame is one of these */
+    const char *const *ignore_any;  /* ... with one of these anywhere in
+                                     * its stack (weft's frames too) */
+    const char *const *ignore_created_by; /* ... spawned from one of
+                                     * these functions ("created by") */
+    const int64_t *ignore_ids;      /* these coroutine ids */
+    size_t nignore_ids;
+    int retries;                    /* looks after the first; 0: 20 */
+    int64_t max_sleep;              /* back-off cap, ns; 0: 100 ms. The
+                                     * sleeps go 1 us, 2 us, 4 us ... up
+                                     * to it: about 0.45 s by default */
+    unsigned flags;                 /* WEFT_LEAK_* */
+    int fd;                         /* write the report here; 0: don't */
+    char *buf;                      /* and/or copy it here (NUL-terminated,
+                                     * truncated to bufsize) */
+    size_t bufsize;
+};
+
+/*
+ * weft_leak_snapshot - record the coroutines alive and the fds open now.
+ * Must be called from a coroutine; does not park. Returns 0 with *out set (free it with
+ * weft_leak_snapshot_free), or WEFT_EINVAL (out NULL), WEFT_ENOTCORO,
+ * WEFT_ENORUNTIME, WEFT_ENOMEM. Does not park; lists /proc/self/fd.
+ *
+ * weft_leak_verify - the coroutines and fds new since s and still alive,
+ * ignoring the caller and what opts says, looked at again after sleeps
+ * of 1 us doubling up to opts->max_sleep, opts->retries times, before
+ * they count as leaked. Returns how many leaked (coroutines plus fds; 0:
+ * clean, and then nothing is written), or WEFT_EINVAL (s NULL, unknown
+ * flags, both NO_ flags, retries or max_sleep negative, buf NULL with
+ * bufsize > 0, an ignore list given with nignore_ids but ids NULL),
+ * WEFT_EBADF (opts->fd < 0), WEFT_ENOTCORO, WEFT_ENORUNTIME,
+ * WEFT_ENOMEM, WEFT_EBUSY (a dump is stuck), or a failed write's error.
+ * Parks the calling coroutine between looks. A look costs an allocation
+ * and a /proc/self/fd listing; only when a candidate coroutine exists
+ * does it stop every thread briefly (as weft_dump) to read stacks. On a
+ * clean run it returns after one look, in well under 5 ms.
+ *
+ * weft_leak_snapshot_free - free s (NULL: nothing). Any thread.
+ */
+WEFT_EXTERN int weft_leak_snapshot(weft_leak_snapshot_t **out);
+WEFT_EXTERN int weft_leak_verify(const weft_leak_snapshot_t *s,
+                                 const struct weft_leak_opts *opts);
+WEFT_EXTERN void weft_leak_snapshot_free(weft_leak_snapshot_t *s);
+
 #ifdef __cplusplus
 }
 #endif

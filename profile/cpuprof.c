@@ -458,10 +458,9 @@ WEFT_EXTERN int weft_cpuprofile_start(int hz)
     struct sigaction old;
     if (cp.active || sigaction(SIGPROF, NULL, &old) < 0 || prog_handler(&old))
         goto out;
-    /* libunwind's one-time set-up (the caching policy, its tables) here,
-     * not in the first handler. */
-    static struct tbuf warm; /* cp.lock */
-    weft__unwind_here(&warm);
+    /* libunwind's one-time set-up (the caching policy, its tables, its
+     * pipe) here, not in the first handler. */
+    weft__unwind_warm();
 
     cp.old = old;
     cp.period = 1000000000LL / hz;

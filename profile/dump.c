@@ -75,13 +75,14 @@ struct out {
     size_t n;
     char *buf;
     size_t cap;
+    size_t total; /* fd < 0: bytes put, kept or not */
 };
 
 static char bigbuf[64 * 1024]; /* the dump lock's holder only */
 
 static void flush(struct out *o)
 {
-    if (o->fd < 0) /* weft__dump_gstack's memory buffer: nowhere to go */
+    if (o->fd < 0) /* weft__gstack_text's memory buffer: nowhere to go */
         return;
     size_t off = 0;
     while (off < o->n && o->err == 0) {
@@ -99,11 +100,17 @@ static void flush(struct out *o)
 
 static void putn(struct out *o, const char *s, size_t n)
 {
+    if (o->fd < 0) { /* into memory (weft__gstack_text): keep what fits */
+        size_t k = o->cap - o->n < n ? o->cap - o->n : n;
+        if (k > 0)
+            memcpy(o->buf + o->n, s, k);
+        o->n += k;
+        o->total += n;
+        return;
+    }
     while (n > 0) {
         if (o->n == o->cap)
             flush(o);
-        if (o->n == o->cap) /* fd < 0: a full memory buffer, cut here */
-            return;
         size_t k = o->cap - o->n < n ? o->cap - o->n : n;
         memcpy(o->buf + o->n, s, k);
         o->n += k;
@@ -682,6 +689,7 @@ RACY long weft__gstacks(struct gstack **out)
     *out = NULL;
     if (!dumplock())
         return WEFT_EBUSY;
+    weft__selffd_begin(); /* the unwinders may open fds: leaktest.c */
     struct dump *d = &dumpst;
     struct m *self = weft__getm();
     d->nm = 0;
@@ -698,6 +706,7 @@ RACY long weft__gstacks(struct gstack **out)
                      PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (mem == MAP_FAILED) {
+        weft__selffd_end();
         dumpunlock();
         return WEFT_ENOMEM;
     }
@@ -736,6 +745,7 @@ RACY long weft__gstacks(struct gstack **out)
         lbl[before] = l;
     }
     thaw(gen);
+    weft__selffd_end();
 
     for (size_t i = 0; i < d->nsnap; i++)
         keep(d, &d->snaps[i]);
@@ -773,35 +783,33 @@ RACY long weft__gstacks(struct gstack **out)
     return r;
 }
 
-/* weft__dump_gstack - gs as a dump prints a G (header, user frames,
- * "created by"), into buf[0..cap), cut at cap; returns the length. The
- * leak detector's representative stacks. Caller holds the dump lock. */
-size_t weft__dump_gstack(char *buf, size_t cap, const struct gstack *gs,
-                         int64_t now)
+/* weft__gstack_text - gs as a dump at level prints it (header, frames,
+ * "created by", no blank line after), into buf: at most cap bytes, not
+ * NUL-terminated. Returns the whole text's length (more than cap: cut).
+ * For leaktest.c's report. Caller holds the dump lock (symbolizes). */
+size_t weft__gstack_text(const struct gstack *gs, int level, char *buf,
+                         size_t cap)
 {
+    static struct tbuf t; /* dump lock */
     struct out o = {.fd = -1, .buf = buf, .cap = cap};
-    struct snap sn = {.id = gs->id,
-                      .parentid = gs->parentid,
-                      .waitsince = gs->waitsince,
-                      .spawnpc = gs->spawnpc,
-                      .status = gs->status,
-                      .wr = gs->waitreason};
-    header(&o, &sn, now);
-    if (gs->n == 0) {
-        puts_(&o, "\tgoroutine running on other thread; stack unavailable\n");
-    } else {
-        static struct tbuf t; /* dump lock */
-        t.n = gs->n < TB_MAX ? (int)gs->n : TB_MAX;
-        t.cut = false;
-        for (int i = 0; i < t.n; i++) {
-            t.pc[i] = gs->pc[i];
-            t.sp[i] = 0;
-            t.exact[i] = i == 0 && gs->exact;
-        }
-        frames(&o, &t, TB_ALL);
+    struct snap sn = {.id = gs->id, .parentid = gs->parentid,
+                      .waitsince = gs->waitsince, .spawnpc = gs->spawnpc,
+                      .status = gs->status, .wr = gs->waitreason};
+    header(&o, &sn, weft__nanotime());
+    uint32_t n = gs->n < TB_MAX ? gs->n : TB_MAX;
+    t.n = (int)n;
+    t.cut = gs->n > TB_MAX;
+    for (uint32_t i = 0; i < n; i++) {
+        t.pc[i] = gs->pc[i];
+        t.sp[i] = 0;
+        t.exact[i] = i == 0 && gs->exact;
     }
+    if (n == 0)
+        puts_(&o, "\tgoroutine running on other thread; stack unavailable\n");
+    else
+        frames(&o, &t, level);
     creator(&o, &sn);
-    return o.n;
+    return o.total;
 }
 
 /* lockeddump - dumpall under the dump lock; without the lock (a fault
@@ -815,7 +823,12 @@ static int lockeddump(int fd, int level, void *uc, int flags, struct m *self)
             return -errno;
         return 0;
     }
+    /* Not in a signal handler (listing fds allocates): see leaktest.c. */
+    if (uc == NULL)
+        weft__selffd_begin();
     int r = dumpall(fd, level, uc, flags, self);
+    if (uc == NULL)
+        weft__selffd_end();
     dumpunlock();
     return r;
 }

@@ -580,8 +580,8 @@ static void represent(struct sbuf *b, const struct group *g,
         return;
     }
     static char text[16 * 1024]; /* dump lock */
-    size_t n = weft__dump_gstack(text, sizeof text, best, now);
-    sput(b, text, n);
+    size_t n = weft__gstack_text(best, TB_ALL, text, sizeof text);
+    sput(b, text, n < sizeof text ? n : sizeof text);
     sput(b, "\n", 1);
 }
 

@@ -376,6 +376,8 @@ WEFT_EXTERN int64_t weft_set_block_profile_rate(int64_t rate)
 {
     if (rate < 0)
         rate = 0;
+    if (rate > 0)
+        weft__unwind_warm(); /* the hook unwinds: libunwind's set-up now */
     weft__lock(&ratelock);
     int64_t prev = atomic_exchange(&blockrate, rate);
     sethook();
@@ -387,6 +389,8 @@ WEFT_EXTERN int weft_set_mutex_profile_fraction(int rate)
 {
     if (rate < 0)
         return LOAD(&mutexrate);
+    if (rate > 0)
+        weft__unwind_warm();
     weft__lock(&ratelock);
     int prev = atomic_exchange(&mutexrate, rate);
     if (rate > 0)

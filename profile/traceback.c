@@ -566,6 +566,9 @@ const struct sym *weft__symbolize(uintptr_t pc, bool exact)
     struct sym *s = cacheget(key);
     if (s != NULL)
         return s;
+    /* libdw opens files here that it keeps (leaktest.c must not call
+     * them leaks); a miss costs DWARF work anyway. */
+    weft__selffd_begin();
 #if WEFT_HAVE_LIBDW
     static bool first = true;
     if (first) {
@@ -574,6 +577,7 @@ const struct sym *weft__symbolize(uintptr_t pc, bool exact)
     }
 #endif
     s = resolve(pc, exact);
+    weft__selffd_end();
     if (s == NULL)
         return NULL;
     if (!cacheput(s)) {

@@ -756,10 +756,20 @@ struct gstack {
  * dump holds the lock). A G running on an M that did not answer the
  * freeze has n == 0. Not from a signal handler. */
 long weft__gstacks(struct gstack **out);
-/* dump.c: gs in a dump's format into buf, cut at cap; returns the
- * length. Caller holds the dump lock (leakcheck.c). */
-size_t weft__dump_gstack(char *buf, size_t cap, const struct gstack *gs,
-                         int64_t now);
+size_t weft__gstack_text(const struct gstack *gs, int level, char *buf,
+                         size_t cap); /* dump.c: see there */
+/* leaktest.c: fds weft's own symbolizer and unwinder opened for the
+ * process's life (libdw's ELF and debug files, libunwind's pipe), which a
+ * leak check never reports. Bracket code that may open them with begin
+ * and end, under the dump lock; fds open at end and not at begin are
+ * recorded (with their identity: a number reused later is not excused). */
+void weft__selffd_begin(void);
+void weft__selffd_end(void);
+/* One unwind of the caller's stack inside such a bracket: libunwind's
+ * one-time set-up (its pipe) before a feature that unwinds in a signal
+ * handler or a hook, where no bracket can be. Not under the dump lock. */
+void weft__unwind_warm(void);
+bool weft__selffd_is(int fd); /* any thread; after the runtime too */
 
 /* debugserver.c: release what the debug server's abandoned coroutines
  * held. Runtime teardown only (no M running). */

@@ -187,8 +187,13 @@ int weft__stack_alloc(struct stack *s, size_t size)
  * slab by weft__stack_fini (invariant 1). */
 void weft__stack_free(struct stack *s)
 {
-    if (!s->slab && s->lo != 0)
+    if (!s->slab && s->lo != 0) {
+        /* A dead G's redzones stay poisoned (sanitizer.h 3); a later
+         * mapping at this address (a dump's snapshot) must not see them. */
+        if (__asan_unpoison_memory_region)
+            __asan_unpoison_memory_region((void *)s->lo, s->hi - s->lo);
         munmap((void *)(s->lo - GUARD_SIZE), s->hi - s->lo + GUARD_SIZE);
+    }
     s->lo = s->hi = 0;
 }
 
@@ -220,6 +225,8 @@ void weft__stack_fini(bool unmap)
     while (slabs != NULL) {
         struct slab *sl = slabs;
         slabs = sl->next;
+        if (__asan_unpoison_memory_region) /* as in weft__stack_free */
+            __asan_unpoison_memory_region((void *)sl->base, sl->len);
         munmap((void *)sl->base, sl->len);
         free(sl);
     }

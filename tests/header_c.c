@@ -4,6 +4,7 @@
  * exported by libweft (this links against the shared library).
  */
 #include <weft.h>
+#include <weft_leak.h>
 
 #include <string.h>
 
@@ -18,7 +19,9 @@ int main(void)
         (void (*)(void))weft_now,           (void (*)(void))weft_sleep,
         (void (*)(void))weft_sleep_until,   (void (*)(void))weft__checkpoint_slow,
         (void (*)(void))weft_syscall_enter, (void (*)(void))weft_syscall_exit,
-        (void (*)(void))weft_blocking,
+        (void (*)(void))weft_blocking,      (void (*)(void))weft_leak_snapshot,
+        (void (*)(void))weft_leak_verify,   (void (*)(void))weft_leak_snapshot_free,
+        (void (*)(void))weft_leak_main,     (void (*)(void))weft_leak_check,
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
         if (fns[i] == 0)

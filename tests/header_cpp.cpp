@@ -4,6 +4,7 @@
  * exported by libweft (this links against the shared library).
  */
 #include <weft.h>
+#include <weft_leak.h>
 
 #include <cstring>
 

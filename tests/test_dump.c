@@ -988,6 +988,9 @@ static int reasons_main(void *arg)
 
 TEST(dump_wait_reasons)
 {
+    /* The body parks coroutines for good, for the dump to show; the
+     * runtime's end reclaims them. Fds are still gated. */
+    gate_opts = &gate_fds_only;
     run_dump(2, reasons_main, NULL);
 }
 
@@ -1124,6 +1127,9 @@ static int levels_main(void *arg)
 
 TEST(dump_levels_and_bad_input)
 {
+    /* The body parks coroutines for good, for the dump to show; the
+     * runtime's end reclaims them. Fds are still gated. */
+    gate_opts = &gate_fds_only;
     run_dump(2, levels_main, NULL);
     /* No runtime: nothing to dump. */
     EXPECT_ERR(weft_dump(1, WEFT_DUMP_ALL), WEFT_ENORUNTIME);
@@ -1357,6 +1363,9 @@ static int big_main(void *arg)
 
 TEST_TIMEOUT(dump_100k, 180)
 {
+    /* The body parks coroutines for good, for the dump to show; the
+     * runtime's end reclaims them. Fds are still gated. */
+    gate_opts = &gate_fds_only;
     /* Sanitizers multiply each G's cost: 20,000 under ASan still needs
      * the registry's many chunks and the cache's growth. Under TSan each
      * G is a TSan fiber, which counts against its limit of 8128 threads
@@ -1531,6 +1540,9 @@ static int busy_main(void *arg)
 
 TEST_TIMEOUT(dump_busy_runtime, 120)
 {
+    /* The body parks coroutines for good, for the dump to show; the
+     * runtime's end reclaims them. Fds are still gated. */
+    gate_opts = &gate_fds_only;
     run_dump(4, busy_main, NULL);
 }
 
@@ -1644,6 +1656,9 @@ static void check_panicparse(const char *text, const char *what, bool all)
 
 TEST(panicparse_groups_identical_stacks)
 {
+    /* The body parks coroutines for good, for the dump to show; the
+     * runtime's end reclaims them. Fds are still gated. */
+    gate_opts = &gate_fds_only;
     run_dump(2, panicparse_main, NULL);
     /* 1 main + GROUPED waiters + 1 sleeper, in Go's shape. */
     ASSERT_EQ(check_shape(pp_all, strlen(pp_all), false), GROUPED + 2);
