@@ -541,33 +541,11 @@ static struct sym *resolve(uintptr_t pc, bool exact)
 
 #endif
 
-/* weft__symbolize_peek - as weft__symbolize, but a pc not cached yet is
- * resolved into a block the caller frees (*owned) instead of joining the
- * cache, which never shrinks: for pcs that come from outside the process
- * (the debug server's symbol endpoint), where anyone could grow it. */
-const struct sym *weft__symbolize_peek(uintptr_t pc, bool exact, bool *owned)
+/* lookup - resolve pc, not cached yet, into a new block. libdw opens
+ * files here that it keeps (leaktest.c must not call them leaks); a miss
+ * costs DWARF work anyway. */
+static struct sym *lookup(uintptr_t pc, bool exact)
 {
-    *owned = false;
-    const struct sym *s = cacheget(pc << 1 | exact);
-    if (s != NULL)
-        return s;
-#if WEFT_HAVE_LIBDW
-    if (dwfl == NULL && !report())
-        return NULL;
-#endif
-    struct sym *r = resolve(pc, exact);
-    *owned = r != NULL;
-    return r;
-}
-
-const struct sym *weft__symbolize(uintptr_t pc, bool exact)
-{
-    uintptr_t key = pc << 1 | exact;
-    struct sym *s = cacheget(key);
-    if (s != NULL)
-        return s;
-    /* libdw opens files here that it keeps (leaktest.c must not call
-     * them leaks); a miss costs DWARF work anyway. */
     weft__selffd_begin();
 #if WEFT_HAVE_LIBDW
     static bool first = true;
@@ -576,11 +554,29 @@ const struct sym *weft__symbolize(uintptr_t pc, bool exact)
         report();
     }
 #endif
-    s = resolve(pc, exact);
+    struct sym *s = resolve(pc, exact);
     weft__selffd_end();
-    if (s == NULL)
-        return NULL;
-    if (!cacheput(s)) {
+    return s;
+}
+
+/* weft__symbolize_peek - as weft__symbolize, but a pc not cached yet is
+ * resolved into a block the caller frees (*owned) instead of joining the
+ * cache, which never shrinks: for pcs that come from outside the process
+ * (the debug server's symbol endpoint), where anyone could grow it. */
+const struct sym *weft__symbolize_peek(uintptr_t pc, bool exact, bool *owned)
+{
+    const struct sym *s = cacheget(pc << 1 | exact);
+    *owned = s == NULL;
+    return s != NULL ? s : lookup(pc, exact);
+}
+
+const struct sym *weft__symbolize(uintptr_t pc, bool exact)
+{
+    struct sym *s = cacheget(pc << 1 | exact);
+    if (s != NULL)
+        return s;
+    s = lookup(pc, exact);
+    if (s != NULL && !cacheput(s)) {
         free(s);
         return NULL;
     }
