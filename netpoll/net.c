@@ -43,6 +43,11 @@
 
 #include "runtime.h"
 
+/* The program's call site, recorded as an fd's opener (fd.c). The
+ * public calls come in pairs (x, x_dl) over one static x_at taking it,
+ * so both record the program's frame, not one of weft's own. */
+#define CALLER ((uintptr_t)__builtin_return_address(0))
+
 #define ACCEPT_BACKOFF_MIN_NS (5 * 1000000LL)
 #define ACCEPT_BACKOFF_MAX_NS (1000 * 1000000LL)
 #define WRITEV_WINDOW 64
@@ -92,7 +97,7 @@ WEFT_EXTERN int weft_fd_open(int fd)
     struct pd *pd;
     uint32_t seq;
     int rc = weft__pd_adopt(fd, &pd, &seq,
-                            (uintptr_t)__builtin_return_address(0), PD_ADOPT);
+                            CALLER, PD_ADOPT);
     return rc < 0 ? rc : fd;
 }
 
@@ -131,7 +136,7 @@ WEFT_EXTERN int weft_fd_wait(int fd, int events, int64_t deadline)
     uint32_t seq;
     bool plain;
     int rc = ioprep(fd, &pd, &seq, &plain,
-                    (uintptr_t)__builtin_return_address(0));
+                    CALLER);
     if (rc < 0)
         return rc;
     /* One waiter per direction, even when the fd is ready already. */
@@ -225,34 +230,44 @@ static ssize_t readsome(int fd, const struct iovec *iov, int iovcnt,
     }
 }
 
-WEFT_EXTERN ssize_t weft_read_dl(int fd, void *buf, size_t len,
-                                 int64_t deadline)
+static ssize_t read_at(int fd, void *buf, size_t len, int64_t deadline,
+                       uintptr_t pc)
 {
     if (len > SSIZE_MAX || (buf == NULL && len > 0))
         return WEFT_EINVAL;
     struct iovec v = {buf, len};
-    return readsome(fd, &v, 1, len, deadline,
-                    (uintptr_t)__builtin_return_address(0));
+    return readsome(fd, &v, 1, len, deadline, pc);
+}
+
+WEFT_EXTERN ssize_t weft_read_dl(int fd, void *buf, size_t len,
+                                 int64_t deadline)
+{
+    return read_at(fd, buf, len, deadline, CALLER);
 }
 
 WEFT_EXTERN ssize_t weft_read(int fd, void *buf, size_t len)
 {
-    return weft_read_dl(fd, buf, len, WEFT_FOREVER);
+    return read_at(fd, buf, len, WEFT_FOREVER, CALLER);
+}
+
+static ssize_t readv_at(int fd, const struct iovec *iov, int iovcnt,
+                        int64_t deadline, uintptr_t pc)
+{
+    ssize_t total = iovtotal(iov, iovcnt);
+    if (total < 0)
+        return WEFT_EINVAL;
+    return readsome(fd, iov, iovcnt, (size_t)total, deadline, pc);
 }
 
 WEFT_EXTERN ssize_t weft_readv_dl(int fd, const struct iovec *iov,
                                   int iovcnt, int64_t deadline)
 {
-    ssize_t total = iovtotal(iov, iovcnt);
-    if (total < 0)
-        return WEFT_EINVAL;
-    return readsome(fd, iov, iovcnt, (size_t)total, deadline,
-                    (uintptr_t)__builtin_return_address(0));
+    return readv_at(fd, iov, iovcnt, deadline, CALLER);
 }
 
 WEFT_EXTERN ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt)
 {
-    return weft_readv_dl(fd, iov, iovcnt, WEFT_FOREVER);
+    return readv_at(fd, iov, iovcnt, WEFT_FOREVER, CALLER);
 }
 
 /*
@@ -324,41 +339,51 @@ static ssize_t writeall(int fd, const struct iovec *iov, int iovcnt,
     return ret;
 }
 
-WEFT_EXTERN ssize_t weft_write_dl(int fd, const void *buf, size_t len,
-                                  size_t *done, int64_t deadline)
+static ssize_t write_at(int fd, const void *buf, size_t len, size_t *done,
+                        int64_t deadline, uintptr_t pc)
 {
     if (done != NULL)
         *done = 0;
     if (len > SSIZE_MAX || (buf == NULL && len > 0))
         return WEFT_EINVAL;
     struct iovec v = {(void *)buf, len};
-    return writeall(fd, &v, 1, len, done, deadline,
-                    (uintptr_t)__builtin_return_address(0));
+    return writeall(fd, &v, 1, len, done, deadline, pc);
+}
+
+WEFT_EXTERN ssize_t weft_write_dl(int fd, const void *buf, size_t len,
+                                  size_t *done, int64_t deadline)
+{
+    return write_at(fd, buf, len, done, deadline, CALLER);
 }
 
 WEFT_EXTERN ssize_t weft_write(int fd, const void *buf, size_t len,
                                size_t *done)
 {
-    return weft_write_dl(fd, buf, len, done, WEFT_FOREVER);
+    return write_at(fd, buf, len, done, WEFT_FOREVER, CALLER);
 }
 
-WEFT_EXTERN ssize_t weft_writev_dl(int fd, const struct iovec *iov,
-                                   int iovcnt, size_t *done,
-                                   int64_t deadline)
+static ssize_t writev_at(int fd, const struct iovec *iov, int iovcnt,
+                         size_t *done, int64_t deadline, uintptr_t pc)
 {
     if (done != NULL)
         *done = 0;
     ssize_t total = iovtotal(iov, iovcnt);
     if (total < 0)
         return WEFT_EINVAL;
-    return writeall(fd, iov, iovcnt, (size_t)total, done, deadline,
-                    (uintptr_t)__builtin_return_address(0));
+    return writeall(fd, iov, iovcnt, (size_t)total, done, deadline, pc);
+}
+
+WEFT_EXTERN ssize_t weft_writev_dl(int fd, const struct iovec *iov,
+                                   int iovcnt, size_t *done,
+                                   int64_t deadline)
+{
+    return writev_at(fd, iov, iovcnt, done, deadline, CALLER);
 }
 
 WEFT_EXTERN ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt,
                                 size_t *done)
 {
-    return weft_writev_dl(fd, iov, iovcnt, done, WEFT_FOREVER);
+    return writev_at(fd, iov, iovcnt, done, WEFT_FOREVER, CALLER);
 }
 
 /* ------------------------------------------------------ name resolution */
@@ -582,7 +607,7 @@ static int listenon(int family, const struct sockaddr *sa, socklen_t len,
 WEFT_EXTERN int weft_listen(const char *network, const char *address,
                             int backlog)
 {
-    uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+    uintptr_t pc = CALLER;
     struct addr ua;
     struct addrinfo *res;
     int family = netprep(network, address, true, &ua, &res);
@@ -632,10 +657,9 @@ WEFT_EXTERN int weft_listen(const char *network, const char *address,
 
 /* ------------------------------------------------------------ accept */
 
-WEFT_EXTERN int weft_accept_dl(int lfd, struct sockaddr *addr,
-                               socklen_t *addrlen, int64_t deadline)
+static int accept_at(int lfd, struct sockaddr *addr, socklen_t *addrlen,
+                     int64_t deadline, uintptr_t pc)
 {
-    uintptr_t pc = (uintptr_t)__builtin_return_address(0);
     if ((addr == NULL) != (addrlen == NULL))
         return WEFT_EINVAL;
     struct pd *pd;
@@ -703,10 +727,16 @@ WEFT_EXTERN int weft_accept_dl(int lfd, struct sockaddr *addr,
     }
 }
 
+WEFT_EXTERN int weft_accept_dl(int lfd, struct sockaddr *addr,
+                               socklen_t *addrlen, int64_t deadline)
+{
+    return accept_at(lfd, addr, addrlen, deadline, CALLER);
+}
+
 WEFT_EXTERN int weft_accept(int lfd, struct sockaddr *addr,
                             socklen_t *addrlen)
 {
-    return weft_accept_dl(lfd, addr, addrlen, WEFT_FOREVER);
+    return accept_at(lfd, addr, addrlen, WEFT_FOREVER, CALLER);
 }
 
 /* -------------------------------------------------------------- dial */
@@ -761,10 +791,9 @@ fail:
     return rc;
 }
 
-WEFT_EXTERN int weft_dial_dl(const char *network, const char *address,
-                             int64_t deadline)
+static int dial_at(const char *network, const char *address,
+                   int64_t deadline, uintptr_t pc)
 {
-    uintptr_t pc = (uintptr_t)__builtin_return_address(0);
     struct addr ua;
     struct addrinfo *res;
     int family = netprep(network, address, false, &ua, &res);
@@ -782,7 +811,13 @@ WEFT_EXTERN int weft_dial_dl(const char *network, const char *address,
     return rc;
 }
 
+WEFT_EXTERN int weft_dial_dl(const char *network, const char *address,
+                             int64_t deadline)
+{
+    return dial_at(network, address, deadline, CALLER);
+}
+
 WEFT_EXTERN int weft_dial(const char *network, const char *address)
 {
-    return weft_dial_dl(network, address, WEFT_FOREVER);
+    return dial_at(network, address, WEFT_FOREVER, CALLER);
 }
