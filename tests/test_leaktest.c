@@ -191,7 +191,11 @@ static int clean_body(void *arg)
     o.flags = WEFT_LEAK_ALL | WEFT_LEAK_NO_FDS;
     ASSERT_EQ(weft_leak_verify(s, &o), 1000);
     EXPECT_OK(weft_chan_close(forever));
-    ASSERT_EQ(weft_leak_verify(s, NULL), 0);
+    /* All of them gone (retried: they need a turn to run), so none still
+     * holds the channel when it is freed: the runtime's end would
+     * abandon a straggler with its reference (LeakSanitizer saw that). */
+    struct weft_leak_opts all = {.flags = WEFT_LEAK_ALL | WEFT_LEAK_NO_FDS};
+    ASSERT_EQ(weft_leak_verify(s, &all), 0);
     weft_leak_snapshot_free(s);
     EXPECT_OK(weft_chan_free(forever));
     return 0;
