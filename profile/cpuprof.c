@@ -133,26 +133,6 @@ static _Atomic int32_t inflight; /* handlers past their check of on */
 
 /* ------------------------------------------------------------- handler */
 
-static uintptr_t ucsp(void *ucv)
-{
-    ucontext_t *uc = ucv;
-#if defined(__x86_64__)
-    return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
-#elif defined(__aarch64__)
-    return (uintptr_t)uc->uc_mcontext.sp;
-#endif
-}
-
-static uintptr_t ucpc(void *ucv)
-{
-    ucontext_t *uc = ucv;
-#if defined(__x86_64__)
-    return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
-#elif defined(__aarch64__)
-    return (uintptr_t)uc->uc_mcontext.pc;
-#endif
-}
-
 static bool within(uintptr_t sp, const void *base, size_t size)
 {
     return base != NULL && sp >= (uintptr_t)base &&
@@ -165,7 +145,7 @@ static bool within(uintptr_t sp, const void *base, size_t size)
  */
 static void sample(struct m *mp, struct cpubuf *b, void *uc)
 {
-    uintptr_t sp = ucsp(uc);
+    uintptr_t sp = weft__ucsp(uc);
     if (weft__tb_busy || within(sp, mp->sigstack, mp->sigstacksize)) {
         atomic_fetch_add_explicit(&b->drops, 1, memory_order_relaxed);
         return;
@@ -181,7 +161,7 @@ static void sample(struct m *mp, struct cpubuf *b, void *uc)
     int n = t.n < DEPTH - 1 ? t.n : DEPTH - 1;
     memcpy(s->pc, t.pc, (size_t)n * sizeof s->pc[0]);
     if (n == 0) /* no libunwind, or no CFI at the pc */
-        s->pc[n++] = ucpc(uc);
+        s->pc[n++] = weft__ucpc(uc);
     s->labels = NULL;
     struct g *gp = __atomic_load_n(&mp->curg, __ATOMIC_RELAXED);
     if (gp != NULL && sp >= gp->stk.lo && sp < gp->stk.hi) {

@@ -204,26 +204,6 @@ void weft__freeze_self(struct m *mp)
 
 static struct sigaction oldurg;
 
-static uintptr_t ucsp(void *ucv)
-{
-    ucontext_t *uc = ucv;
-#if defined(__x86_64__)
-    return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
-#elif defined(__aarch64__)
-    return (uintptr_t)uc->uc_mcontext.sp;
-#endif
-}
-
-static uintptr_t ucpc(void *ucv)
-{
-    ucontext_t *uc = ucv;
-#if defined(__x86_64__)
-    return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
-#elif defined(__aarch64__)
-    return (uintptr_t)uc->uc_mcontext.pc;
-#endif
-}
-
 static RACY void freezehandler(int sig, siginfo_t *info, void *uc)
 {
     int saved = errno;
@@ -231,7 +211,7 @@ static RACY void freezehandler(int sig, siginfo_t *info, void *uc)
     uint32_t gen = atomic_load(&freezegen);
     if (mp != NULL && gen != 0 &&
         atomic_load_explicit(&mp->freezeack, memory_order_relaxed) != gen) {
-        mp->frozensp = ucsp(uc);
+        mp->frozensp = weft__ucsp(uc);
         mp->frozeng = __atomic_load_n(&mp->curg, __ATOMIC_RELAXED);
         mp->frozenafter = mp->afterg;
         weft__unwind_uc(uc, mp->frozen);
@@ -602,7 +582,7 @@ static RACY int dumpall(int fd, int level, void *uc, int flags,
     uintptr_t sp;
     if (uc != NULL) {
         weft__unwind_uc(uc, &selft);
-        sp = ucsp(uc);
+        sp = weft__ucsp(uc);
     } else {
         weft__unwind_here(&selft);
         sp = (uintptr_t)__builtin_frame_address(0);
@@ -1057,7 +1037,7 @@ static RACY void preamble(struct out *o, int sig, siginfo_t *info, void *uc)
     struct m *mp = weft__getm();
     puts_(o, signame(sig));
     puts_(o, "\nPC=");
-    putu(o, ucpc(uc), 16);
+    putu(o, weft__ucpc(uc), 16);
     puts_(o, " m=");
     puti(o, mp ? mp->id : -1);
     puts_(o, " sigcode=");
@@ -1149,7 +1129,7 @@ static RACY void sighandler(int sig, siginfo_t *info, void *uc)
     puts_(&o, " addr=");
     putu(&o, addr, 16);
     puts_(&o, " pc=");
-    putu(&o, ucpc(uc), 16);
+    putu(&o, weft__ucpc(uc), 16);
     puts_(&o, "]\n\n");
     flush(&o);
     schedtrace_on_fatal();

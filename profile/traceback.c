@@ -71,6 +71,27 @@
 __thread volatile int weft__tb_busy
     __attribute__((tls_model("initial-exec")));
 
+/* The sp and pc a signal interrupted (signal-safe). */
+uintptr_t weft__ucsp(void *ucv)
+{
+    ucontext_t *uc = ucv;
+#if defined(__x86_64__)
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+    return (uintptr_t)uc->uc_mcontext.sp;
+#endif
+}
+
+uintptr_t weft__ucpc(void *ucv)
+{
+    ucontext_t *uc = ucv;
+#if defined(__x86_64__)
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+    return (uintptr_t)uc->uc_mcontext.pc;
+#endif
+}
+
 #if WEFT_HAVE_LIBUNWIND
 
 static RACY void walk(unw_cursor_t *c, struct tbuf *t, bool exact0)

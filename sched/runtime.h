@@ -697,6 +697,9 @@ struct gtrace {
 };
 void weft__unwind_ctx(struct g *gp, struct tbuf *t);
 void weft__unwind_uc(void *uc, struct tbuf *t);
+/* The sp and pc a signal interrupted, from its ucontext (signal-safe). */
+uintptr_t weft__ucsp(void *uc);
+uintptr_t weft__ucpc(void *uc);
 void weft__unwind_here(struct tbuf *t);
 /* Nonzero while this thread runs an unwinder (cpuprof.c drops then). */
 extern __thread volatile int weft__tb_busy
