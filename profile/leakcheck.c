@@ -131,46 +131,6 @@ static struct {
 
 /* ------------------------------------------------------------ text out */
 
-struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-};
-
-static void sput(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static __attribute__((format(printf, 2, 3))) void sprint(struct sbuf *b,
-                                                          const char *fmt,
-                                                          ...)
-{
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        sput(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
 /* fmtdur - ns as "850ms", "12.3s", "4m10s", "2h5m". */
 static const char *fmtdur(char *buf, size_t cap, int64_t ns)
 {
@@ -576,13 +536,13 @@ static void represent(struct sbuf *b, const struct group *g,
             best = &gs[i];
     }
     if (best == NULL) {
-        sprint(b, "\t(no coroutine of this group is left)\n\n");
+        weft__sprint(b, "\t(no coroutine of this group is left)\n\n");
         return;
     }
     static char text[16 * 1024]; /* dump lock */
     size_t n = weft__gstack_text(best, TB_ALL, text, sizeof text);
-    sput(b, text, n < sizeof text ? n : sizeof text);
-    sput(b, "\n", 1);
+    weft__sputn(b, text, n < sizeof text ? n : sizeof text);
+    weft__sputn(b, "\n", 1);
 }
 
 struct rankg {
@@ -625,16 +585,16 @@ static void grouplines(struct sbuf *b, const struct rankg *r, int n,
         if (growingonly && r[i].rise <= 0)
             break;
         const struct group *g = r[i].g;
-        sprint(b, "  %6d", r[i].count);
+        weft__sprint(b, "  %6d", r[i].count);
         if (r[i].rise > 0)
-            sprint(b, " (+%d)", r[i].rise);
-        sprint(b, " [%s]", statename(g->state));
+            weft__sprint(b, " (+%d)", r[i].rise);
+        weft__sprint(b, " [%s]", statename(g->state));
         if (g->oldest > 0)
-            sprint(b, " oldest %s", fmtdur(d, sizeof d, now - g->oldest));
+            weft__sprint(b, " oldest %s", fmtdur(d, sizeof d, now - g->oldest));
         if (g->state == OTHERSTATE)
-            sprint(b, " (other sites: over %d groups)\n", MAXGROUPS);
+            weft__sprint(b, " (other sites: over %d groups)\n", MAXGROUPS);
         else
-            sprint(b, " created at %s\n", site(s, sizeof s, g->pc));
+            weft__sprint(b, " created at %s\n", site(s, sizeof s, g->pc));
     }
 }
 
@@ -665,22 +625,22 @@ static void fdlines(struct sbuf *b, const struct fdinfo *fi, long nf,
         }
         shown++;
         fdtarget(fi[i].fd, t, sizeof t);
-        sprint(b, "  fd %d %s opened", fi[i].fd, t[0] ? t : "(closed)");
+        weft__sprint(b, "  fd %d %s opened", fi[i].fd, t[0] ? t : "(closed)");
         if (fi[i].openerid != 0)
-            sprint(b, " by goroutine %lld", (long long)fi[i].openerid);
+            weft__sprint(b, " by goroutine %lld", (long long)fi[i].openerid);
         if (fi[i].openpc != 0)
-            sprint(b, " at %s", site(s, sizeof s, fi[i].openpc));
-        sprint(b, ", %s ago", fmtdur(d, sizeof d, now - fi[i].openedat));
+            weft__sprint(b, " at %s", site(s, sizeof s, fi[i].openpc));
+        weft__sprint(b, ", %s ago", fmtdur(d, sizeof d, now - fi[i].openedat));
         if (fi[i].readerid != 0)
-            sprint(b, "; reader goroutine %lld", (long long)fi[i].readerid);
+            weft__sprint(b, "; reader goroutine %lld", (long long)fi[i].readerid);
         if (fi[i].writerid != 0)
-            sprint(b, "; writer goroutine %lld", (long long)fi[i].writerid);
-        sprint(b, "\n");
+            weft__sprint(b, "; writer goroutine %lld", (long long)fi[i].writerid);
+        weft__sprint(b, "\n");
     }
     if (skipped > 0)
-        sprint(b, "  ... and %d more\n", skipped);
+        weft__sprint(b, "  ... and %d more\n", skipped);
     if (shown == 0 && skipped == 0)
-        sprint(b, "  (none)\n");
+        weft__sprint(b, "  (none)\n");
 }
 
 static int pathcmp(const void *a, const void *b)
@@ -709,8 +669,8 @@ static void trendblock(struct sbuf *b, const struct state *st,
     seriesgf(st, g, f);
     const struct sample *first = &st->s[(st->nsamples - HIST) % HIST];
     const struct sample *last = &st->s[(st->nsamples - 1) % HIST];
-    sprint(b, "weft: leakcheck: %s\n", headline[st->verdict]);
-    sprint(b, "  suspected for %s; over the last %d samples (%s apart): "
+    weft__sprint(b, "weft: leakcheck: %s\n", headline[st->verdict]);
+    weft__sprint(b, "  suspected for %s; over the last %d samples (%s apart): "
               "coroutines %d -> %d, open fds %d -> %d",
            fmtdur(d1, sizeof d1, now - st->since), HIST,
            fmtdur(d2, sizeof d2, st->period), first->gs, last->gs,
@@ -718,23 +678,23 @@ static void trendblock(struct sbuf *b, const struct state *st,
     const char *sep = " (";
     for (int k = 0; k < NKIND; k++) {
         if (last->kind[k] != first->kind[k]) {
-            sprint(b, "%s%s %+d", sep, kindname[k],
+            weft__sprint(b, "%s%s %+d", sep, kindname[k],
                    last->kind[k] - first->kind[k]);
             sep = ", ";
         }
     }
-    sprint(b, "%s\n", sep[0] == ',' ? ")" : "");
+    weft__sprint(b, "%s\n", sep[0] == ',' ? ")" : "");
     struct rankg *r;
     int n = rank(st, &r);
     if (st->verdict != V_FD) {
-        sprint(b, "  growing groups (count, rise over %d periods, state, "
+        weft__sprint(b, "  growing groups (count, rise over %d periods, state, "
                   "oldest wait, spawn site):\n", K);
         grouplines(b, r, n, now, true, 8);
         if (st->verdict == V_SOCKET) {
-            sprint(b, "  fds those coroutines opened or wait on:\n");
+            weft__sprint(b, "  fds those coroutines opened or wait on:\n");
             fdlines(b, fi, nf, gs, ng, r, n, now, 8);
         }
-        sprint(b, "  one stack per growing group:\n\n");
+        weft__sprint(b, "  one stack per growing group:\n\n");
         for (int i = 0; i < n && i < 8 && r[i].rise > 0; i++)
             represent(b, r[i].g, gs, ng, now);
     } else {
@@ -743,18 +703,18 @@ static void trendblock(struct sbuf *b, const struct state *st,
         size_t np = 0;
         fdscan(kind, &p, &np);
         qsort(p, np, sizeof *p, pathcmp);
-        sprint(b, "  open fds by kind now: socket %d, pipe %d, file %d, "
+        weft__sprint(b, "  open fds by kind now: socket %d, pipe %d, file %d, "
                   "other %d\n",
                kind[FD_SOCKET], kind[FD_PIPE], kind[FD_FILE],
                kind[FD_OTHER]);
-        sprint(b, "  files open most often:\n");
+        weft__sprint(b, "  files open most often:\n");
         for (size_t i = 0; i < np; i++) {
             if (i < 8)
-                sprint(b, "  %6d %s\n", p[i].n, p[i].path);
+                weft__sprint(b, "  %6d %s\n", p[i].n, p[i].path);
             free(p[i].path);
         }
         if (np == 0)
-            sprint(b, "  (none)\n");
+            weft__sprint(b, "  (none)\n");
         free(p);
     }
     free(r);
@@ -822,7 +782,7 @@ static void stderrreport(int what)
         int64_t p = lc.st.period;
         pthread_mutex_unlock(&lc.mu);
         char d[32];
-        sprint(&b, "weft: leakcheck: no more growth for %d periods (%s); "
+        weft__sprint(&b, "weft: leakcheck: no more growth for %d periods (%s); "
                    "suspicion ended\n", K, fmtdur(d, sizeof d, K * p));
     } else if (snapshot(&sn, true) == 0) {
         if (weft__dump_lock()) {
@@ -979,38 +939,38 @@ static void page(struct sbuf *b, struct snapshot *sn, int64_t now)
     struct state *st = &sn->st;
     char d[32];
     if (st->on)
-        sprint(b, "leakcheck: on, period %s, %llu samples; verdict: %s\n",
+        weft__sprint(b, "leakcheck: on, period %s, %llu samples; verdict: %s\n",
                fmtdur(d, sizeof d, st->period),
                (unsigned long long)st->nsamples, verdictname[st->verdict]);
     else
-        sprint(b, "leakcheck: off (weft_leakcheck_start or "
+        weft__sprint(b, "leakcheck: off (weft_leakcheck_start or "
                   "WEFTDEBUG=leakcheck=SECONDS); one sample taken now\n");
-    sprint(b, "trend rule: floor (min of %d samples) rising over %d periods "
+    weft__sprint(b, "trend rule: floor (min of %d samples) rising over %d periods "
               "by >= max(%d, 5%%)\n\n", W, K, MINGROW);
     if (st->verdict != V_NONE) {
         trendblock(b, st, sn->gs, sn->ng, sn->fi, sn->nf, now);
-        sprint(b, "\n");
+        weft__sprint(b, "\n");
     }
-    sprint(b, "samples (oldest first):\n"
+    weft__sprint(b, "samples (oldest first):\n"
               "  %8s %10s %8s %8s %8s %8s %8s %8s\n",
            "age", "coroutines", "fds", "socket", "pipe", "file", "other",
            "weft");
     uint64_t from = st->nsamples > HIST ? st->nsamples - HIST : 0;
     for (uint64_t i = from; i < st->nsamples; i++) {
         const struct sample *s = &st->s[i % HIST];
-        sprint(b, "  %8s %10d %8d %8d %8d %8d %8d %8d\n",
+        weft__sprint(b, "  %8s %10d %8d %8d %8d %8d %8d %8d\n",
                fmtdur(d, sizeof d, now - s->when), s->gs, s->fds,
                s->kind[FD_SOCKET], s->kind[FD_PIPE], s->kind[FD_FILE],
                s->kind[FD_OTHER], s->weftfds);
     }
     struct rankg *r;
     int n = rank(st, &r);
-    sprint(b, "\ncoroutine groups (count, rise, state, oldest wait, spawn "
+    weft__sprint(b, "\ncoroutine groups (count, rise, state, oldest wait, spawn "
               "site), %d in all:\n", n);
     grouplines(b, r, n, now, false, 50);
-    sprint(b, "\nfds opened through weft (%ld):\n", sn->nf);
+    weft__sprint(b, "\nfds opened through weft (%ld):\n", sn->nf);
     fdlines(b, sn->fi, sn->nf, sn->gs, sn->ng, NULL, 0, now, 64);
-    sprint(b, "\none stack per group (the largest %d):\n\n", n < 10 ? n : 10);
+    weft__sprint(b, "\none stack per group (the largest %d):\n\n", n < 10 ? n : 10);
     for (int i = 0; i < n && i < 10; i++)
         represent(b, r[i].g, sn->gs, sn->ng, now);
     free(r);

@@ -256,42 +256,7 @@ WEFT_EXTERN void weft_leak_snapshot_free(weft_leak_snapshot_t *s)
 
 /* -------------------------------------------------------------- verify */
 
-struct sb { /* a growing string; err once an allocation failed */
-    char *p;
-    size_t n, cap;
-    bool err;
-};
-
-static char *sbroom(struct sb *b, size_t need)
-{
-    if (b->err)
-        return NULL;
-    if (b->n + need + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (b->n + need + 1 > cap)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->err = true;
-            return NULL;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    return b->p + b->n;
-}
-
-static void sbput(struct sb *b, const char *s)
-{
-    size_t n = strlen(s);
-    char *d = sbroom(b, n);
-    if (d == NULL)
-        return;
-    memcpy(d, s, n + 1);
-    b->n += n;
-}
-
-static void sbint(struct sb *b, int64_t v)
+static void sbint(struct sbuf *b, int64_t v)
 {
     char s[24];
     int i = sizeof s;
@@ -303,7 +268,7 @@ static void sbint(struct sb *b, int64_t v)
     } while (u);
     if (v < 0)
         s[--i] = '-';
-    sbput(b, s + i);
+    weft__sputs(b, s + i);
 }
 
 static bool inlist(const char *const *l, const char *name)
@@ -452,27 +417,27 @@ static int look(struct look *l, const struct weft_leak_snapshot *s,
 
 /* fdtext - "fd N (target) opened in goroutine G by F\n\tfile:line" for
  * l's leaked fds; wf: weft__fds' list. Dump lock. */
-static void fdtext(struct sb *b, const struct look *l,
+static void fdtext(struct sbuf *b, const struct look *l,
                    const struct fdinfo *wf, long nwf)
 {
-    sbput(b, "found unexpected file descriptors:\n");
+    weft__sputs(b, "found unexpected file descriptors:\n");
     for (size_t i = 0; i < l->nfdleak; i++) {
         int fd = l->fds[l->fdleak[i]].fd;
         char path[64], target[512];
         snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
         ssize_t t = readlink(path, target, sizeof target - 1);
         target[t > 0 ? t : 0] = '\0';
-        sbput(b, "fd ");
+        weft__sputs(b, "fd ");
         sbint(b, fd);
-        sbput(b, " (");
-        sbput(b, t > 0 ? target : "?");
-        sbput(b, ")");
+        weft__sputs(b, " (");
+        weft__sputs(b, t > 0 ? target : "?");
+        weft__sputs(b, ")");
         const struct fdinfo *w = NULL;
         for (long k = 0; k < nwf && w == NULL; k++)
             if (wf[k].fd == fd)
                 w = &wf[k];
         if (w == NULL || (w->openerid == 0 && w->openpc == 0)) {
-            sbput(b, w == NULL ? " not opened through weft\n"
+            weft__sputs(b, w == NULL ? " not opened through weft\n"
                                : " opened through weft outside a "
                                  "coroutine\n");
             continue;
@@ -480,41 +445,41 @@ static void fdtext(struct sb *b, const struct look *l,
         const struct sym *s =
             w->openpc != 0 ? weft__symbolize(w->openpc, false) : NULL;
         if (w->openerid != 0) {
-            sbput(b, " opened in goroutine ");
+            weft__sputs(b, " opened in goroutine ");
             sbint(b, w->openerid);
         } else {
-            sbput(b, " opened outside a coroutine");
+            weft__sputs(b, " opened outside a coroutine");
         }
         if (s == NULL) {
-            sbput(b, "\n");
+            weft__sputs(b, "\n");
             continue;
         }
         const struct symf *f = &s->f[0];
-        sbput(b, " by ");
-        sbput(b, f->func);
-        sbput(b, "\n\t");
-        sbput(b, f->file ? f->file : "??");
-        sbput(b, ":");
+        weft__sputs(b, " by ");
+        weft__sputs(b, f->func);
+        weft__sputs(b, "\n\t");
+        weft__sputs(b, f->file ? f->file : "??");
+        weft__sputs(b, ":");
         sbint(b, f->file ? f->line : 0);
         if (s->off > 0 && s->n == 1) {
             char hex[24];
             snprintf(hex, sizeof hex, " +0x%lx", (unsigned long)s->off);
-            sbput(b, hex);
+            weft__sputs(b, hex);
         }
-        sbput(b, "\n");
+        weft__sputs(b, "\n");
     }
 }
 
 /* gtext - goleak's text for l's leaked coroutines. Dump lock. */
-static void gtext(struct sb *b, const struct look *l)
+static void gtext(struct sbuf *b, const struct look *l)
 {
-    sbput(b, "found unexpected goroutines:\n[");
+    weft__sputs(b, "found unexpected goroutines:\n[");
     for (size_t i = 0; i < l->nleak; i++) {
         const struct gstack *g = &l->gs[l->leak[i]];
         size_t need = weft__gstack_text(g, WEFT_DUMP_ALL, NULL, 0);
         char *t = malloc(need + 1);
         if (t == NULL) {
-            b->err = true;
+            b->oom = true;
             return;
         }
         weft__gstack_text(g, WEFT_DUMP_ALL, t, need);
@@ -525,21 +490,21 @@ static void gtext(struct sb *b, const struct look *l)
         while (close > t && *close != ']')
             close--;
         if (i > 0)
-            sbput(b, " ");
-        sbput(b, "Goroutine ");
+            weft__sputs(b, " ");
+        weft__sputs(b, "Goroutine ");
         sbint(b, g->id);
-        sbput(b, " in state ");
+        weft__sputs(b, " in state ");
         if (open != NULL && close > open) {
             *close = '\0';
-            sbput(b, open + 1);
+            weft__sputs(b, open + 1);
         }
-        sbput(b, ", with ");
-        sbput(b, top(g));
-        sbput(b, " on top of the stack:\n");
-        sbput(b, nl != NULL ? nl + 1 : "");
+        weft__sputs(b, ", with ");
+        weft__sputs(b, top(g));
+        weft__sputs(b, " on top of the stack:\n");
+        weft__sputs(b, nl != NULL ? nl + 1 : "");
         free(t);
     }
-    sbput(b, "]\n");
+    weft__sputs(b, "]\n");
 }
 
 static int writeall(int fd, const char *p, size_t n)
@@ -613,7 +578,7 @@ WEFT_EXTERN int weft_leak_verify(const weft_leak_snapshot_t *s,
     /* weft__fds takes the fd table's locks: not under the dump lock. */
     struct fdinfo *wf = NULL;
     long nwf = l.nfdleak > 0 ? weft__fds(&wf) : 0;
-    struct sb b = {0};
+    struct sbuf b = {0};
     if (!weft__dump_lock()) {
         free(wf);
         lookfree(&l);
@@ -627,7 +592,7 @@ WEFT_EXTERN int weft_leak_verify(const weft_leak_snapshot_t *s,
     free(wf);
     int n = (int)(l.nleak + l.nfdleak);
     lookfree(&l);
-    if (b.err) {
+    if (b.oom) {
         free(b.p);
         return WEFT_ENOMEM;
     }

@@ -246,38 +246,10 @@ WEFT_EXTERN int weft_metrics_read(struct weft_metrics *m, size_t size)
 
 /* ---------------------------------------------------------------- text */
 
-struct out {
-    char *buf;
-    size_t n, cap;
-    bool oom;
-};
-
-static void put(struct out *o, const char *s, size_t n)
-{
-    if (o->oom)
-        return;
-    if (o->n + n > o->cap) {
-        size_t cap = o->cap ? o->cap * 2 : 8192;
-        while (cap < o->n + n)
-            cap *= 2;
-        char *b = realloc(o->buf, cap);
-        if (b == NULL) {
-            o->oom = true;
-            return;
-        }
-        o->buf = b;
-        o->cap = cap;
-    }
-    memcpy(o->buf + o->n, s, n);
-    o->n += n;
-}
-
-static void puts_(struct out *o, const char *s) { put(o, s, strlen(s)); }
-
-static void putu(struct out *o, uint64_t v)
+static void putu(struct sbuf *o, uint64_t v)
 {
     char b[24];
-    put(o, b, (size_t)snprintf(b, sizeof b, "%llu", (unsigned long long)v));
+    weft__sputn(o, b, (size_t)snprintf(b, sizeof b, "%llu", (unsigned long long)v));
 }
 
 /*
@@ -359,11 +331,11 @@ void weft__metrics_fmtg(char *out, size_t cap, double v)
     w[k] = '\0';
 }
 
-static void putf(struct out *o, double v)
+static void putf(struct sbuf *o, double v)
 {
     char b[48];
     weft__metrics_fmtg(b, sizeof b, v);
-    puts_(o, b);
+    weft__sputs(o, b);
 }
 
 enum kind { GAUGE, COUNTER, HISTOGRAM };
@@ -479,34 +451,34 @@ static int bynamecmp(const void *a, const void *b)
     return strcmp((*x)->labels, (*y)->labels);
 }
 
-static void histogram(struct out *o, const struct family *f,
+static void histogram(struct sbuf *o, const struct family *f,
                       const struct weft_metrics *m)
 {
     uint64_t cum = 0;
     for (int b = 0; b < METRICS_LAT_BUCKETS; b++) {
         cum += m->sched_lat_counts[b];
-        puts_(o, f->name);
-        puts_(o, "_bucket{le=\"");
+        weft__sputs(o, f->name);
+        weft__sputs(o, "_bucket{le=\"");
         if (m->sched_lat_bounds_ns[b] == INT64_MAX)
-            puts_(o, "+Inf");
+            weft__sputs(o, "+Inf");
         else
             putf(o, (double)m->sched_lat_bounds_ns[b] / f->scale);
-        puts_(o, "\"} ");
+        weft__sputs(o, "\"} ");
         putu(o, cum);
-        puts_(o, "\n");
+        weft__sputs(o, "\n");
     }
-    puts_(o, f->name);
-    puts_(o, "_sum ");
+    weft__sputs(o, f->name);
+    weft__sputs(o, "_sum ");
     putf(o, (double)m->sched_lat_sum_ns / f->scale);
-    puts_(o, "\n");
-    puts_(o, f->name);
-    puts_(o, "_count ");
+    weft__sputs(o, "\n");
+    weft__sputs(o, f->name);
+    weft__sputs(o, "_count ");
     putu(o, cum); /* invariant 2: equals le="+Inf" */
-    puts_(o, "\n");
+    weft__sputs(o, "\n");
 }
 
 /* render - the exposition text of m into o. */
-static void render(struct out *o, const struct weft_metrics *m)
+static void render(struct sbuf *o, const struct weft_metrics *m)
 {
     const struct family *sorted[NFAM];
     for (size_t i = 0; i < NFAM; i++)
@@ -531,26 +503,26 @@ static void render(struct out *o, const struct weft_metrics *m)
         /* A labelled family's later rows share the first one's head. */
         if (f->labels == NULL || i == 0 ||
             strcmp(sorted[i - 1]->name, f->name) != 0) {
-            puts_(o, "# HELP ");
-            puts_(o, f->name);
-            puts_(o, " ");
-            puts_(o, f->help); /* ours: no '\\' or newline to escape */
-            puts_(o, "\n# TYPE ");
-            puts_(o, f->name);
-            puts_(o, " ");
-            puts_(o, kindname[f->kind]);
-            puts_(o, "\n");
+            weft__sputs(o, "# HELP ");
+            weft__sputs(o, f->name);
+            weft__sputs(o, " ");
+            weft__sputs(o, f->help); /* ours: no '\\' or newline to escape */
+            weft__sputs(o, "\n# TYPE ");
+            weft__sputs(o, f->name);
+            weft__sputs(o, " ");
+            weft__sputs(o, kindname[f->kind]);
+            weft__sputs(o, "\n");
         }
         if (f->kind == HISTOGRAM) {
             histogram(o, f, m);
             continue;
         }
-        puts_(o, f->name);
+        weft__sputs(o, f->name);
         if (f->labels != NULL)
-            puts_(o, f->labels);
-        puts_(o, " ");
+            weft__sputs(o, f->labels);
+        weft__sputs(o, " ");
         putf(o, v / f->scale);
-        puts_(o, "\n");
+        weft__sputs(o, "\n");
     }
 }
 
@@ -562,9 +534,9 @@ WEFT_EXTERN int weft_metrics_write(int fd)
         return WEFT_ENORUNTIME;
     struct weft_metrics m;
     collect(&m);
-    struct out o = {0};
+    struct sbuf o = {0};
     render(&o, &m);
-    int rc = o.oom ? WEFT_ENOMEM : weft__writeall(fd, o.buf, o.n);
-    free(o.buf);
+    int rc = o.oom ? WEFT_ENOMEM : weft__writeall(fd, o.p, o.n);
+    free(o.p);
     return rc;
 }

@@ -86,4 +86,18 @@ void weft__pprof_free(struct pprof *b);
  */
 int weft__writeall(int fd, const void *buf, size_t n);
 
+/* A growing text buffer (p NUL-terminated once anything is put), for the
+ * text forms of profiles, metrics and leak reports. oom: an allocation
+ * failed; later puts do nothing and the text is cut. Free p. */
+struct sbuf {
+    char *p;
+    size_t n, cap;
+    bool oom;
+};
+void weft__sputn(struct sbuf *b, const char *s, size_t n);
+void weft__sputs(struct sbuf *b, const char *s);
+__attribute__((format(printf, 2, 3))) void weft__sprint(struct sbuf *b,
+                                                        const char *fmt,
+                                                        ...);
+
 #endif /* WEFT_PPROF_H */

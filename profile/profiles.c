@@ -542,84 +542,28 @@ static size_t merge(struct rec *r, size_t n)
 
 /* ---------------------------------------------------------------- text */
 
-struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-};
-
-static void sputn(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (b->n + n + 1 > cap)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void sputs(struct sbuf *b, const char *s) { sputn(b, s, strlen(s)); }
-
-__attribute__((format(printf, 2, 3))) static void sprint(struct sbuf *b,
-                                                         const char *fmt,
-                                                         ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n < sizeof tmp) {
-        sputn(b, tmp, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (big == NULL) {
-        b->oom = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    sputn(b, big, (size_t)n);
-    free(big);
-}
-
 /* gostr - s as Go's %q writes it (ASCII escapes; other bytes as they
  * are, which is Go's output for valid UTF-8). */
 static void gostr(struct sbuf *b, const char *s)
 {
-    sputs(b, "\"");
+    weft__sputs(b, "\"");
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         static const char esc[] = "\a\b\f\n\r\t\v", name[] = "abfnrtv";
         const char *e = c != 0 ? strchr(esc, c) : NULL;
         if (c == '"' || c == '\\') {
             char t[2] = {'\\', (char)c};
-            sputn(b, t, 2);
+            weft__sputn(b, t, 2);
         } else if (e != NULL) {
             char t[2] = {'\\', name[e - esc]};
-            sputn(b, t, 2);
+            weft__sputn(b, t, 2);
         } else if (c < 0x20 || c == 0x7f) {
-            sprint(b, "\\x%02x", c);
+            weft__sprint(b, "\\x%02x", c);
         } else {
-            sputn(b, (const char *)&c, 1);
+            weft__sputn(b, (const char *)&c, 1);
         }
     }
-    sputs(b, "\"");
+    weft__sputs(b, "\"");
 }
 
 static int strpcmp(const void *a, const void *b)
@@ -635,7 +579,7 @@ static void labelstr(struct sbuf *b, const struct weft__labels *l)
     for (int i = 0; i < l->n; i++) {
         struct sbuf t = {0};
         gostr(&t, l->kv[i].k);
-        sputs(&t, ":");
+        weft__sputs(&t, ":");
         gostr(&t, l->kv[i].v);
         if (t.oom) {
             free(t.p);
@@ -645,14 +589,14 @@ static void labelstr(struct sbuf *b, const struct weft__labels *l)
         kv[n++] = t.p;
     }
     qsort(kv, (size_t)n, sizeof kv[0], strpcmp);
-    sputs(b, "{");
+    weft__sputs(b, "{");
     for (int i = 0; i < n; i++) {
         if (i > 0)
-            sputs(b, ", ");
-        sputs(b, kv[i]);
+            weft__sputs(b, ", ");
+        weft__sputs(b, kv[i]);
         free(kv[i]);
     }
-    sputs(b, "}");
+    weft__sputs(b, "}");
 }
 
 /* A "#" line's cells, for the tabwriter: "#", pc, func+off (absent for
@@ -736,14 +680,14 @@ static void frames(struct sbuf *b, const uintptr_t *pc, int n, bool exact,
                     w = strlen(ln[j].cell[c]) + 1;
             w = (w + 7) / 8 * 8;
             size_t len = strlen(ln[i].cell[c]);
-            sputs(b, ln[i].cell[c]);
+            weft__sputs(b, ln[i].cell[c]);
             for (size_t tabs = (w - len + 7) / 8; tabs > 0; tabs--)
-                sputs(b, "\t");
+                weft__sputs(b, "\t");
         }
-        sputs(b, ln[i].cell[ln[i].ncell - 1]);
-        sputs(b, "\n");
+        weft__sputs(b, ln[i].cell[ln[i].ncell - 1]);
+        weft__sputs(b, "\n");
     }
-    sputs(b, "\n");
+    weft__sputs(b, "\n");
     free(ln);
 }
 
@@ -752,9 +696,9 @@ static void frames(struct sbuf *b, const uintptr_t *pc, int n, bool exact,
  * goroutine's entry). */
 static void stackkey(struct sbuf *b, const struct rec *r)
 {
-    sputs(b, "@");
+    weft__sputs(b, "@");
     for (int i = 0; i < r->n; i++)
-        sprint(b, " %#" PRIxPTR, r->pc[i] + (r->exact && i == 0));
+        weft__sprint(b, " %#" PRIxPTR, r->pc[i] + (r->exact && i == 0));
 }
 
 static int countcmp(const void *pa, const void *pb)
@@ -781,7 +725,7 @@ static void counttext(struct sbuf *b, const char *name, struct rec *r,
         struct sbuf k = {0};
         stackkey(&k, &r[i]);
         if (r[i].l != NULL) {
-            sputs(&k, "\n# labels: ");
+            weft__sputs(&k, "\n# labels: ");
             labelstr(&k, r[i].l);
         }
         if (k.oom)
@@ -789,12 +733,12 @@ static void counttext(struct sbuf *b, const char *name, struct rec *r,
         r[i].key = k.p;
     }
     qsort(r, n, sizeof *r, countcmp);
-    sprint(b, "%s profile: total %" PRId64 "\n", name, total);
+    weft__sprint(b, "%s profile: total %" PRId64 "\n", name, total);
     if (!weft__dump_lock())
         b->oom = true; /* cannot symbolize: fail rather than lie */
     else {
         for (size_t i = 0; i < n; i++) {
-            sprint(b, "%" PRId64 " %s\n", (int64_t)r[i].v[0],
+            weft__sprint(b, "%" PRId64 " %s\n", (int64_t)r[i].v[0],
                    r[i].key ? r[i].key : "@");
             frames(b, r[i].pc, r[i].n, r[i].exact, false);
         }
@@ -809,19 +753,19 @@ static void contentiontext(struct sbuf *b, bool mutex, int32_t period,
                            struct rec *r, size_t n)
 {
     qsort(r, n, sizeof *r, delaycmp);
-    sputs(b, mutex ? "--- mutex:\n" : "--- contention:\n");
-    sputs(b, "cycles/second=1000000000\n");
+    weft__sputs(b, mutex ? "--- mutex:\n" : "--- contention:\n");
+    weft__sputs(b, "cycles/second=1000000000\n");
     if (mutex)
-        sprint(b, "sampling period=%" PRId32 "\n", period);
+        weft__sprint(b, "sampling period=%" PRId32 "\n", period);
     if (!weft__dump_lock()) {
         b->oom = true;
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        sprint(b, "%" PRId64 " %" PRId64 " ", (int64_t)r[i].v[1],
+        weft__sprint(b, "%" PRId64 " %" PRId64 " ", (int64_t)r[i].v[1],
                (int64_t)r[i].v[0]);
         stackkey(b, &r[i]);
-        sputs(b, "\n");
+        weft__sputs(b, "\n");
         frames(b, r[i].pc, r[i].n, r[i].exact, false);
     }
     weft__dump_unlock();
