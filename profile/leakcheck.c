@@ -55,7 +55,6 @@
  * there); unwinding every G every period (a freeze per period costs the
  * httpd budget for nothing: the groups need no stacks).
  */
-#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -163,15 +162,6 @@ static int fdkind(const char *target)
     return FD_OTHER;
 }
 
-/* fdtarget - what /proc/self/fd/N links to, "" if gone. */
-static void fdtarget(int fd, char *buf, size_t cap)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(path, buf, cap - 1);
-    buf[n > 0 ? n : 0] = '\0';
-}
-
 /* A path and how many open fds link to it (the fd-leak report). */
 struct pathcount {
     char *path;
@@ -185,21 +175,15 @@ static int32_t fdscan(int32_t kind[NKIND], struct pathcount **paths,
                       size_t *np)
 {
     memset(kind, 0, NKIND * sizeof kind[0]);
-    DIR *d = opendir("/proc/self/fd");
-    if (d == NULL)
+    int *fds;
+    long nfd = weft__fdlist(&fds);
+    if (nfd < 0)
         return -1;
-    int self = dirfd(d);
     int32_t total = 0;
     size_t cap = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        int fd = atoi(e->d_name);
-        if (fd == self)
-            continue;
+    for (long x = 0; x < nfd; x++) {
         char t[256];
-        fdtarget(fd, t, sizeof t);
+        weft__fdtarget(fds[x], t, sizeof t);
         if (t[0] == '\0')
             continue;
         int k = fdkind(t);
@@ -226,7 +210,7 @@ static int32_t fdscan(int32_t kind[NKIND], struct pathcount **paths,
         if (dup != NULL)
             (*paths)[(*np)++] = (struct pathcount){dup, 1};
     }
-    closedir(d);
+    free(fds);
     return total;
 }
 
@@ -624,7 +608,7 @@ static void fdlines(struct sbuf *b, const struct fdinfo *fi, long nf,
             continue;
         }
         shown++;
-        fdtarget(fi[i].fd, t, sizeof t);
+        weft__fdtarget(fi[i].fd, t, sizeof t);
         weft__sprint(b, "  fd %d %s opened", fi[i].fd, t[0] ? t : "(closed)");
         if (fi[i].openerid != 0)
             weft__sprint(b, " by goroutine %lld", (long long)fi[i].openerid);

@@ -35,7 +35,6 @@
  * a leaked pipe or library handle then passes); parsing weft_dump's text
  * back as goleak parses runtime.Stack (the stacks are already PCs here).
  */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,34 +74,22 @@ static int cmpfd(const void *a, const void *b)
 static long listfds(struct fdid **out)
 {
     *out = NULL;
-    DIR *d = opendir("/proc/self/fd");
-    if (d == NULL)
-        return 0;
-    size_t n = 0, cap = 0;
-    struct fdid *v = NULL;
-    int self = dirfd(d);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        int fd = atoi(e->d_name);
-        struct stat st;
-        if (fd == self || fstat(fd, &st) < 0)
-            continue; /* closed meanwhile */
-        if (n == cap) {
-            cap = cap ? 2 * cap : 64;
-            struct fdid *nv = realloc(v, cap * sizeof *v);
-            if (nv == NULL) {
-                free(v);
-                closedir(d);
-                return WEFT_ENOMEM;
-            }
-            v = nv;
-        }
-        v[n++] = (struct fdid){fd, st.st_dev, st.st_ino};
+    int *fds;
+    long nfd = weft__fdlist(&fds);
+    if (nfd < 0)
+        return nfd == WEFT_ENOMEM ? nfd : 0;
+    struct fdid *v = malloc(((size_t)nfd + 1) * sizeof *v);
+    if (v == NULL) {
+        free(fds);
+        return WEFT_ENOMEM;
     }
-    closedir(d);
-    qsort(v, n, sizeof *v, cmpfd);
+    size_t n = 0;
+    for (long i = 0; i < nfd; i++) {
+        struct stat st;
+        if (fstat(fds[i], &st) == 0) /* else closed meanwhile */
+            v[n++] = (struct fdid){fds[i], st.st_dev, st.st_ino};
+    }
+    free(fds);
     *out = v;
     return (long)n;
 }
@@ -423,14 +410,12 @@ static void fdtext(struct sbuf *b, const struct look *l,
     weft__sputs(b, "found unexpected file descriptors:\n");
     for (size_t i = 0; i < l->nfdleak; i++) {
         int fd = l->fds[l->fdleak[i]].fd;
-        char path[64], target[512];
-        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-        ssize_t t = readlink(path, target, sizeof target - 1);
-        target[t > 0 ? t : 0] = '\0';
+        char target[512];
+        weft__fdtarget(fd, target, sizeof target);
         weft__sputs(b, "fd ");
         sbint(b, fd);
         weft__sputs(b, " (");
-        weft__sputs(b, t > 0 ? target : "?");
+        weft__sputs(b, target[0] != '\0' ? target : "?");
         weft__sputs(b, ")");
         const struct fdinfo *w = NULL;
         for (long k = 0; k < nwf && w == NULL; k++)

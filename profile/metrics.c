@@ -43,7 +43,6 @@
  * line bounced between cores on every switch); a lock-step snapshot
  * (would need the scheduler stopped).
  */
-#include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -175,14 +174,11 @@ static void procstat(struct weft_metrics *m)
                     (int64_t)(start * (1000000000ull / (unsigned)tck));
         }
     }
-    DIR *d = opendir("/proc/self/fd");
-    if (d != NULL) {
-        int64_t k = 0;
-        for (struct dirent *e; (e = readdir(d)) != NULL;)
-            if (e->d_name[0] != '.')
-                k++;
-        closedir(d);
-        m->process_open_fds = k; /* the listing's own fd included, as Go */
+    int *fds;
+    long nfd = weft__fdlist(&fds);
+    if (nfd >= 0) {
+        free(fds);
+        m->process_open_fds = nfd + 1; /* the listing's own fd, as Go */
     }
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0)

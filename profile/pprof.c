@@ -18,6 +18,7 @@
  * Symbolizing takes the dump lock (libdw and the symbol cache are not
  * thread-safe); nothing here runs in a signal handler.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -57,6 +58,50 @@ int weft__writeall(int fd, const void *buf, size_t n)
         }
     }
     return 0;
+}
+
+static int cmpint(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+long weft__fdlist(int **out)
+{
+    *out = NULL;
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -ENOENT;
+    int self = dirfd(d);
+    size_t n = 0, cap = 0;
+    int *v = NULL;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] == '.' || atoi(e->d_name) == self)
+            continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            int *nv = realloc(v, cap * sizeof *v);
+            if (nv == NULL) {
+                free(v);
+                closedir(d);
+                return WEFT_ENOMEM;
+            }
+            v = nv;
+        }
+        v[n++] = atoi(e->d_name);
+    }
+    closedir(d);
+    qsort(v, n, sizeof *v, cmpint);
+    *out = v;
+    return (long)n;
+}
+
+void weft__fdtarget(int fd, char *buf, size_t cap)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, buf, cap - 1);
+    buf[n > 0 ? n : 0] = '\0';
 }
 
 void weft__sputn(struct sbuf *b, const char *s, size_t n)

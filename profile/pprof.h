@@ -86,6 +86,13 @@ void weft__pprof_free(struct pprof *b);
  */
 int weft__writeall(int fd, const void *buf, size_t n);
 
+/* weft__fdlist - the fds open now (from /proc/self/fd, without the
+ * listing's own), ascending, in *out (malloc'd). Returns the count,
+ * WEFT_ENOMEM, or -ENOENT without /proc. weft__fdtarget - what fd links
+ * to there ("socket:[123]", a path), "" if it is gone. */
+long weft__fdlist(int **out);
+void weft__fdtarget(int fd, char *buf, size_t cap);
+
 /* A growing text buffer (p NUL-terminated once anything is put), for the
  * text forms of profiles, metrics and leak reports. oom: an allocation
  * failed; later puts do nothing and the text is cut. Free p. */
