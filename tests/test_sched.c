@@ -5,8 +5,10 @@
  *
  * Each test runs in its own forked child (harness.h), so a test may set
  * WEFTMAXPROCS with setenv() before it calls weft_main(). Bodies are
- * `static int body(void *)` functions run with weft_main(); they assert from
- * any coroutine (a failed assertion ends the child at once).
+ * `static int body(void *)` functions run with run() (weft_test.h: under
+ * the leak gate) or, when they leave coroutines on purpose, weft_main();
+ * they assert from any coroutine (a failed assertion ends the child at
+ * once).
  *
  * Timing: assertions are about ordering, ratios and loose sanity bounds,
  * never exact interleavings. Bounds are multiplied by slow(): the harness's
@@ -55,6 +57,8 @@ static int ret_arg(void *arg)
     return (int)(intptr_t)arg;
 }
 
+/* weft_main itself below, not run(): the call made while a runtime runs
+ * is what nested_main_is_busy tests. */
 static void try_nested(void *arg)
 {
     _Atomic int64_t *done = arg;
@@ -86,11 +90,12 @@ static int nested_body(void *arg)
 
 TEST(main_returns_result)
 {
+    /* A NULL fn: weft_main's own argument check, no runtime to gate. */
     EXPECT_ERR(weft_main(NULL, NULL), WEFT_EINVAL);
-    ASSERT_EQ(weft_main(ret_arg, (void *)(intptr_t)0), 0);
-    ASSERT_EQ(weft_main(ret_arg, (void *)(intptr_t)42), 42);
-    ASSERT_EQ(weft_main(ret_arg, (void *)(intptr_t)-7), -7);
-    ASSERT_EQ(weft_main(ret_arg, (void *)(intptr_t)INT32_MAX), INT32_MAX);
+    ASSERT_EQ(run_ret(0, ret_arg, (void *)(intptr_t)0), 0);
+    ASSERT_EQ(run_ret(0, ret_arg, (void *)(intptr_t)42), 42);
+    ASSERT_EQ(run_ret(0, ret_arg, (void *)(intptr_t)-7), -7);
+    ASSERT_EQ(run_ret(0, ret_arg, (void *)(intptr_t)INT32_MAX), INT32_MAX);
     ASSERT_EQ(weft_procs(), 0);
     EXPECT_ERR(weft_main(NULL, NULL), WEFT_EINVAL);
 }
@@ -99,7 +104,7 @@ TEST(nested_main_is_busy)
 {
     run(0, nested_body, NULL);
     /* And the runtime still starts afterwards. */
-    ASSERT_EQ(weft_main(ret_arg, (void *)(intptr_t)3), 3);
+    ASSERT_EQ(run_ret(0, ret_arg, (void *)(intptr_t)3), 3);
 }
 
 static int self_is_one(void *arg)
@@ -179,6 +184,7 @@ TEST(shutdown_with_parked_coroutines)
     for (int procs = 1; procs <= 2; procs++) {
         atomic_store(&sd_started, 0);
         set_procs(procs);
+        /* Not run(): the body leaves its sleepers and spinners on purpose. */
         int r = weft_main(shutdown_body, procs == 2 ? (void *)1 : NULL);
         int64_t took = weft_now() - atomic_load(&sd_ret_at);
         ASSERT_EQ(r, 42);
@@ -376,10 +382,8 @@ static int fairness_body(void *arg)
 
 TEST(yield_fairness)
 {
-    set_procs(1);
-    ASSERT_EQ(weft_main(fairness_body, NULL), 1);
-    set_procs(2);
-    int r = weft_main(fairness_body, NULL);
+    ASSERT_EQ(run_ret(1, fairness_body, NULL), 1);
+    int r = run_ret(2, fairness_body, NULL);
     ASSERT(r == 0 || r == 1); /* both made progress (asserted inside) */
 }
 
