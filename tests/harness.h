@@ -335,6 +335,24 @@ HARNESS_FN const char *harness_sibling(const char *env, const char *name)
     return path;
 }
 
+/* harness_have_tool - whether an executable name is on PATH. */
+HARNESS_FN int harness_have_tool(const char *name)
+{
+    const char *path = getenv("PATH");
+    if (path == NULL)
+        return 0;
+    char buf[4096];
+    for (const char *p = path; *p;) {
+        const char *e = strchr(p, ':');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        snprintf(buf, sizeof buf, "%.*s/%s", (int)n, p, name);
+        if (access(buf, X_OK) == 0)
+            return 1;
+        p += n + (e != NULL);
+    }
+    return 0;
+}
+
 /*
  * harness_run - run argv (argv[0] is a path, or a name looked up in PATH)
  * as a subprocess and wait for it.

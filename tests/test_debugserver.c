@@ -241,16 +241,6 @@ static bool have_profiles(void)
 #endif
 }
 
-static bool have_tool(const char *name)
-{
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", name);
-    const char *argv[] = {"sh", "-c", cmd, NULL};
-    int st;
-    return harness_run(argv, NULL, NULL, 0, NULL, 0, &st) == 0 &&
-           WIFEXITED(st) && WEXITSTATUS(st) == 0;
-}
-
 /* ---------------------------------------------------------------- API */
 
 static int api_body(void *arg)
@@ -798,7 +788,7 @@ TEST(runtime_end_while_serving)
 
 static void curl_client(struct tctx *t)
 {
-    if (!have_tool("curl"))
+    if (!harness_have_tool("curl"))
         SKIP("curl is not installed");
     char url[128], out[8192], err[1024];
     int st;
@@ -832,7 +822,7 @@ TEST(curl) { with_server(curl_client); }
 /* go tool pprof reads the goroutine profile and a CPU profile. */
 static void pprof_client(struct tctx *t)
 {
-    if (!have_tool("go"))
+    if (!harness_have_tool("go"))
         SKIP("go is not installed");
     if (!have_profiles())
         SKIP("this build has no profiles (protobuf-c, zlib)");

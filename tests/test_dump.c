@@ -1203,12 +1203,6 @@ static NAMED void big_parked(void *arg)
     weft_chan_recv(big_ch, &v);
 }
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
 /* doc_ids - the header ids of d, sorted; fails on a duplicate. */
 static int64_t *doc_ids(const struct doc *d)
 {

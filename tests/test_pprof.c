@@ -29,26 +29,9 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static bool have_go(void)
-{
-    const char *path = getenv("PATH");
-    if (path == NULL)
-        return false;
-    char buf[4096];
-    for (const char *p = path; *p;) {
-        const char *e = strchr(p, ':');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        snprintf(buf, sizeof buf, "%.*s/go", (int)n, p);
-        if (access(buf, X_OK) == 0)
-            return true;
-        p += n + (e != NULL);
-    }
-    return false;
-}
-
 #define NEED_GO()                                                              \
     do {                                                                       \
-        if (!have_go())                                                        \
+        if (!harness_have_tool("go"))                                          \
             SKIP("go (go tool pprof) is not installed");                       \
     } while (0)
 

@@ -35,12 +35,6 @@ static uint64_t rnd(uint64_t *s)
     return *s;
 }
 
-static void wait_until(_Atomic int64_t *c, int64_t n)
-{
-    while (atomic_load(c) < n)
-        weft_sleep(100 * US);
-}
-
 /* ------------------------------------------------------- mutex stress */
 
 static weft_mutex_t st_mu = WEFT_MUTEX_INIT;
