@@ -31,9 +31,10 @@
  * dies by a signal is reported with the signal's name.
  *
  * The leak gate runs in the child after the test function returns: every fd
- * open at the end must have been open when the child started (listings of
- * /proc/self/fd are compared); extra fds fail the test, named with their
- * readlink() targets. Tests start and stop their own runtime (weft_main
+ * open at the end must have been open when the child started, on the same
+ * file, and every fd open then must still be (listings of /proc/self/fd
+ * are compared, with each fd's device and inode); extra fds fail the test,
+ * named with their readlink() targets, and so do closed ones. Tests start and stop their own runtime (weft_main
  * returns only once the runtime is shut down), so a passing test has no live
  * coroutine by construction.
  *
@@ -71,6 +72,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -333,6 +335,24 @@ HARNESS_FN const char *harness_sibling(const char *env, const char *name)
     return path;
 }
 
+/* harness_have_tool - whether an executable name is on PATH. */
+HARNESS_FN int harness_have_tool(const char *name)
+{
+    const char *path = getenv("PATH");
+    if (path == NULL)
+        return 0;
+    char buf[4096];
+    for (const char *p = path; *p;) {
+        const char *e = strchr(p, ':');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        snprintf(buf, sizeof buf, "%.*s/%s", (int)n, p, name);
+        if (access(buf, X_OK) == 0)
+            return 1;
+        p += n + (e != NULL);
+    }
+    return 0;
+}
+
 /*
  * harness_run - run argv (argv[0] is a path, or a name looked up in PATH)
  * as a subprocess and wait for it.
@@ -496,49 +516,96 @@ HARNESS_FN int harness_list_fds(int *fds, int max)
     return n;
 }
 
-HARNESS_FN int harness_fd_in(int fd, const int *fds, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (fds[i] == fd)
-            return 1;
-    return 0;
-}
-
 /* harness_fd_excused - set by a test binary (weft_test.h): whether an fd
  * opened during the test belongs to the library under test for the
  * process's life (weft's symbolizer files, libunwind's pipe), not to the
  * test. NULL: none is. */
 static int (*harness_fd_excused)(int fd);
 
-/* harness_leak_gate - fail if fds other than start[0..nstart) (and the
- * excused ones) are open. */
-HARNESS_FN void harness_leak_gate(const int *start, int nstart)
+/* harness_fdid - an fd and the file it names: a number closed and opened
+ * again on another file is another fd. */
+struct harness_fdid {
+    int fd;
+    dev_t dev;
+    ino_t ino;
+};
+
+/* harness_list_fdids - harness_list_fds with each fd's identity; an fd
+ * closed meanwhile is left out. Count, or -1 without /proc. */
+HARNESS_FN int harness_list_fdids(struct harness_fdid *ids, int max)
 {
-    int now[HARNESS_MAX_FDS];
-    int n = harness_list_fds(now, HARNESS_MAX_FDS);
+    int fds[HARNESS_MAX_FDS];
+    int n = harness_list_fds(fds, max < HARNESS_MAX_FDS ? max
+                                                        : HARNESS_MAX_FDS);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        if (fstat(fds[i], &st) == 0)
+            ids[k++] = (struct harness_fdid){fds[i], st.st_dev, st.st_ino};
+    }
+    return n < 0 ? -1 : k;
+}
+
+/* harness_fdid_in - whether ids[0..n) holds fd, naming the same file. */
+HARNESS_FN int harness_fdid_in(const struct harness_fdid *f,
+                               const struct harness_fdid *ids, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (ids[i].fd == f->fd && ids[i].dev == f->dev &&
+            ids[i].ino == f->ino)
+            return 1;
+    return 0;
+}
+
+/* harness_leak_gate - fail if fds other than start[0..nstart) (and the
+ * excused ones) are open, or if one of start[0..nstart) was closed (or
+ * now names another file): a test, or the library under test, closed an
+ * fd that was not its own. */
+HARNESS_FN void harness_leak_gate(const struct harness_fdid *start, int nstart)
+{
+    struct harness_fdid now[HARNESS_MAX_FDS];
+    int n = harness_list_fdids(now, HARNESS_MAX_FDS);
     if (n < 0)
         return; /* no /proc: no gate */
-    char msg[HARNESS_MSG_MAX];
-    size_t len = 0;
-    int leaks = 0;
-    msg[0] = '\0';
+    char msg[HARNESS_MSG_MAX], gone[HARNESS_MSG_MAX];
+    size_t len = 0, glen = 0;
+    int leaks = 0, closed = 0;
+    msg[0] = gone[0] = '\0';
     for (int i = 0; i < n; i++) {
-        if (harness_fd_in(now[i], start, nstart) ||
-            (harness_fd_excused != NULL && harness_fd_excused(now[i])))
+        if (harness_fdid_in(&now[i], start, nstart) ||
+            (harness_fd_excused != NULL && harness_fd_excused(now[i].fd)))
             continue;
         char path[64], target[256];
-        snprintf(path, sizeof path, "/proc/self/fd/%d", now[i]);
+        snprintf(path, sizeof path, "/proc/self/fd/%d", now[i].fd);
         ssize_t t = readlink(path, target, sizeof target - 1);
         target[t > 0 ? t : 0] = '\0';
         if (len < sizeof msg)
             len += (size_t)snprintf(msg + len, sizeof msg - len, "%s%d (%s)",
-                                    leaks ? ", " : "", now[i], target);
+                                    leaks ? ", " : "", now[i].fd, target);
         leaks++;
     }
+    for (int i = 0; i < nstart; i++) {
+        if (harness_fdid_in(&start[i], now, n))
+            continue;
+        if (glen < sizeof gone)
+            glen += (size_t)snprintf(gone + glen, sizeof gone - glen, "%s%d",
+                                     closed ? ", " : "", start[i].fd);
+        closed++;
+    }
+    if (leaks && closed)
+        HARNESS_FAIL("leak gate: %d fd%s open after the test that were not "
+                     "open before it: %s; %d fd%s open before it closed or "
+                     "replaced: %s",
+                     leaks, leaks > 1 ? "s" : "", msg, closed,
+                     closed > 1 ? "s" : "", gone);
     if (leaks)
         HARNESS_FAIL("leak gate: %d fd%s open after the test that were not "
                      "open before it: %s",
                      leaks, leaks > 1 ? "s" : "", msg);
+    if (closed)
+        HARNESS_FAIL("leak gate: %d fd%s open before the test closed or "
+                     "replaced by it: %s",
+                     closed, closed > 1 ? "s" : "", gone);
 }
 
 /* --------------------------------------------------------------- runner */
@@ -564,8 +631,8 @@ __attribute__((noreturn)) HARNESS_FN void harness_child(const struct harness_tes
     close(capfd);
     setvbuf(stdout, NULL, _IOLBF, 0);
     setvbuf(stderr, NULL, _IONBF, 0);
-    int start[HARNESS_MAX_FDS];
-    int nstart = harness_list_fds(start, HARNESS_MAX_FDS);
+    static struct harness_fdid start[HARNESS_MAX_FDS];
+    int nstart = harness_list_fdids(start, HARNESS_MAX_FDS);
     harness_current = t->name;
     t->fn();
     fflush(stdout);

@@ -30,75 +30,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-/*
- * The fds the symbolizer and libunwind keep for the process's life, by
- * design (traceback.c invariant 2; test_dump.c does the same): each test
- * notes its fds before its runtime and, once the runtime is gone, closes
- * exactly those: files mapped into the process, separate debug files
- * (/usr/lib/debug: a CPU profile symbolizes libc's pcs too) and one pipe
- * (libunwind's). Anything else left open still fails the harness's leak
- * gate.
- */
-static int fds0[HARNESS_MAX_FDS], nfds0;
-
-static void note_fds(void)
-{
-    nfds0 = harness_list_fds(fds0, HARNESS_MAX_FDS);
-    ASSERT_GE(nfds0, 0);
-}
-
-/* mapped - whether path is a file mapped into this process. */
-static bool mapped(const char *p)
-{
-    FILE *f = fopen("/proc/self/maps", "re");
-    if (f == NULL)
-        return false;
-    char line[4096];
-    bool hit = false;
-    size_t pl = strlen(p);
-    while (!hit && fgets(line, sizeof line, f) != NULL) {
-        size_t ll = strlen(line);
-        if (ll > 0 && line[ll - 1] == '\n')
-            line[--ll] = '\0';
-        hit = ll >= pl + 1 && strcmp(line + ll - pl, p) == 0 &&
-              line[ll - pl - 1] == ' ';
-    }
-    fclose(f);
-    return hit;
-}
-
-static void release_kept_fds(void)
-{
-    int now[HARNESS_MAX_FDS];
-    int n = harness_list_fds(now, HARNESS_MAX_FDS);
-    char pipe0[64] = "";
-    for (int i = 0; i < n; i++) {
-        if (harness_fd_in(now[i], fds0, nfds0))
-            continue;
-        char p[64], target[60];
-        snprintf(p, sizeof p, "/proc/self/fd/%d", now[i]);
-        ssize_t t = readlink(p, target, sizeof target - 1);
-        if (t <= 0)
-            continue;
-        target[t] = '\0';
-        bool ispipe = strncmp(target, "pipe:", 5) == 0;
-        if (ispipe && pipe0[0] == '\0')
-            snprintf(pipe0, sizeof pipe0, "%s", target);
-        if ((ispipe && strcmp(target, pipe0) == 0) ||
-            strncmp(target, "/usr/lib/debug/", 15) == 0 ||
-            (target[0] == '/' && mapped(target)))
-            close(now[i]);
-    }
-}
-
-/* prun - run() between note_fds and release_kept_fds. */
-static void prun(int procs, weft_main_fn fn, void *arg)
-{
-    note_fds();
-    run(procs, fn, arg);
-    release_kept_fds();
-}
-
 static char out[256 * 1024], err[64 * 1024];
 static char path[64];
 
@@ -266,7 +197,7 @@ static int shares_main(void *arg)
 TEST(shares)
 {
     fd_ = profile_fd();
-    prun(4, shares_main, NULL);
+    run(4, shares_main, NULL);
     close(fd_);
     pprof("-top", "-nodecount=200", NULL);
     unlink(path);
@@ -318,7 +249,7 @@ static int labels_main(void *arg)
 TEST(labels)
 {
     fd_ = profile_fd();
-    prun(2, labels_main, NULL);
+    run(2, labels_main, NULL);
     close(fd_);
     pprof("-top", "-tagfocus=worker=a", NULL);
     double a = toppct("burn_a", false), b = toppct("burn_b", false);
@@ -385,7 +316,7 @@ static int sched_main(void *arg)
 TEST(scheduler)
 {
     fd_ = profile_fd();
-    prun(4, sched_main, NULL);
+    run(4, sched_main, NULL);
     close(fd_);
     pprof("-top", "-cum", "-nodecount=500");
     unlink(path);
@@ -444,7 +375,7 @@ TEST(errors)
 {
     EXPECT_ERR(weft_cpuprofile_start(0), WEFT_ENORUNTIME);
     EXPECT_ERR(weft_cpuprofile_stop(-1), WEFT_EINVAL);
-    prun(2, errors_main, NULL);
+    run(2, errors_main, NULL);
 }
 
 /* ------------------------------------------------------------- cycles */
@@ -481,7 +412,7 @@ static int cycles_main(void *arg)
 TEST_TIMEOUT(cycles, 120)
 {
     fd_ = profile_fd();
-    prun(4, cycles_main, NULL);
+    run(4, cycles_main, NULL);
     close(fd_);
     pprof("-top", NULL, NULL);
     unlink(path);
@@ -558,7 +489,7 @@ static int newms_main(void *arg)
 TEST_TIMEOUT(new_ms, 120)
 {
     fd_ = profile_fd();
-    prun(2, newms_main, NULL);
+    run(2, newms_main, NULL);
     close(fd_);
     pprof("-top", NULL, NULL);
     unlink(path);
@@ -567,13 +498,13 @@ TEST_TIMEOUT(new_ms, 120)
 
     /* Shutdown with a profile running: stopped cleanly, SIGPROF back to
      * its default, and the next runtime can profile again. */
-    prun(2, newms_main, (void *)1);
+    run(2, newms_main, (void *)1);
     struct sigaction cur;
     sigaction(SIGPROF, NULL, &cur);
     ASSERT(cur.sa_handler == SIG_DFL && !(cur.sa_flags & SA_SIGINFO));
     EXPECT_ERR(weft_cpuprofile_stop(-1), WEFT_EINVAL);
     fd_ = profile_fd();
-    prun(2, newms_main, NULL);
+    run(2, newms_main, NULL);
     close(fd_);
     unlink(path);
 }

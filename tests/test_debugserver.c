@@ -225,71 +225,10 @@ static int serve_body(void *arg)
     return 0;
 }
 
-/*
- * Symbolizing (the symbol endpoint; profiles) opens fds that stay open
- * for the process's life by design (traceback.c invariant 2): libdw's
- * handle on each ELF file it read and libunwind's validation pipe. The
- * leak gate would flag them, so runs note the fds first and, once the
- * runtime is gone, close exactly those (as test_dump.c does): files
- * mapped into the process and at most one pipe. Anything else the server
- * leaves open still fails the gate.
- */
-static int fds0[HARNESS_MAX_FDS], nfds0;
-
-static bool mapped(const char *path)
-{
-    FILE *f = fopen("/proc/self/maps", "re");
-    if (f == NULL)
-        return false;
-    char line[4096];
-    bool hit = false;
-    size_t pl = strlen(path);
-    while (!hit && fgets(line, sizeof line, f) != NULL) {
-        size_t ll = strlen(line);
-        if (ll > 0 && line[ll - 1] == '\n')
-            line[--ll] = '\0';
-        hit = ll >= pl + 1 && strcmp(line + ll - pl, path) == 0 &&
-              line[ll - pl - 1] == ' ';
-    }
-    fclose(f);
-    return hit;
-}
-
-static void release_symbol_fds(void)
-{
-    int now[HARNESS_MAX_FDS];
-    int n = harness_list_fds(now, HARNESS_MAX_FDS);
-    char pipe0[512] = "";
-    for (int i = 0; i < n; i++) {
-        if (harness_fd_in(now[i], fds0, nfds0))
-            continue;
-        char path[64], target[512];
-        snprintf(path, sizeof path, "/proc/self/fd/%d", now[i]);
-        ssize_t t = readlink(path, target, sizeof target - 1);
-        if (t <= 0)
-            continue;
-        target[t] = '\0';
-        bool pipe = strncmp(target, "pipe:", 5) == 0;
-        if (pipe && pipe0[0] == '\0')
-            snprintf(pipe0, sizeof pipe0, "%s", target);
-        if ((pipe && strcmp(target, pipe0) == 0) ||
-            (target[0] == '/' && mapped(target)))
-            close(now[i]);
-    }
-}
-
-static void run_server(int procs, weft_main_fn fn, void *arg)
-{
-    nfds0 = harness_list_fds(fds0, HARNESS_MAX_FDS);
-    ASSERT_GE(nfds0, 0);
-    run(procs, fn, arg);
-    release_symbol_fds();
-}
-
 static void with_server(void (*client)(struct tctx *))
 {
     struct tctx t = {0, client, false};
-    run_server(2, serve_body, &t);
+    run(2, serve_body, &t);
 }
 
 /* Whether this build has profiles (profile/meson.build). */
@@ -300,16 +239,6 @@ static bool have_profiles(void)
 #else
     return false;
 #endif
-}
-
-static bool have_tool(const char *name)
-{
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", name);
-    const char *argv[] = {"sh", "-c", cmd, NULL};
-    int st;
-    return harness_run(argv, NULL, NULL, 0, NULL, 0, &st) == 0 &&
-           WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
 /* ---------------------------------------------------------------- API */
@@ -349,7 +278,7 @@ TEST(api_errors)
 {
     EXPECT_ERR(weft_debug_serve("127.0.0.1:0"), WEFT_ENOTCORO);
     EXPECT_ERR(weft_debug_stop(), WEFT_ENOTCORO);
-    run_server(2, api_body, NULL);
+    run(2, api_body, NULL);
 }
 
 /* ---------------------------------------------------------- endpoints */
@@ -807,7 +736,7 @@ static int stop_body(void *arg)
 TEST(stop_with_open_connections)
 {
     weft__debug_req_timeout = 60 * 1000 * MS; /* stop, not the deadline */
-    run_server(2, stop_body, NULL);
+    run(2, stop_body, NULL);
 }
 
 /* runtime_end: the main coroutine returns while the server serves, with
@@ -846,7 +775,7 @@ TEST(runtime_end_while_serving)
      * to release, which is what this test checks. */
     gate_off = true;
     weft__debug_req_timeout = 60 * 1000 * MS;
-    run_server(2, end_body, NULL);
+    run(2, end_body, NULL);
     struct hresp r;
     read_resp(client_fd, &r); /* the server side is gone: EOF */
     ASSERT_EQ(r.status, 0);
@@ -859,7 +788,7 @@ TEST(runtime_end_while_serving)
 
 static void curl_client(struct tctx *t)
 {
-    if (!have_tool("curl"))
+    if (!harness_have_tool("curl"))
         SKIP("curl is not installed");
     char url[128], out[8192], err[1024];
     int st;
@@ -893,7 +822,7 @@ TEST(curl) { with_server(curl_client); }
 /* go tool pprof reads the goroutine profile and a CPU profile. */
 static void pprof_client(struct tctx *t)
 {
-    if (!have_tool("go"))
+    if (!harness_have_tool("go"))
         SKIP("go is not installed");
     if (!have_profiles())
         SKIP("this build has no profiles (protobuf-c, zlib)");

@@ -507,85 +507,6 @@ static void wait_status(int64_t id, int status)
     }
 }
 
-/* ------------------------------------------------ fds a dump keeps */
-
-/*
- * A process's first dump opens fds that stay open for its life, by
- * design (traceback.c invariant 2: the symbol tables are never freed, a
- * dump may come from a signal handler at any time): libdw's handle on
- * each ELF file it read, and libunwind's address-validation pipe. The
- * harness's leak gate would flag them, so each in-process test notes its
- * fds first (note_fds) and, once its runtime is gone, closes exactly
- * those (release_dump_fds): files mapped into the process and at most one
- * pipe. Anything else weft leaves open still fails the gate.
- */
-static int fds0[HARNESS_MAX_FDS], nfds0;
-
-static void note_fds(void)
-{
-    nfds0 = harness_list_fds(fds0, HARNESS_MAX_FDS);
-    ASSERT_GE(nfds0, 0);
-}
-
-/* mapped - whether path is a file mapped into this process. */
-static bool mapped(const char *path)
-{
-    FILE *f = fopen("/proc/self/maps", "re");
-    if (f == NULL)
-        return false;
-    char line[4096];
-    bool hit = false;
-    size_t pl = strlen(path);
-    while (!hit && fgets(line, sizeof line, f) != NULL) {
-        size_t ll = strlen(line);
-        if (ll > 0 && line[ll - 1] == '\n')
-            line[--ll] = '\0';
-        hit = ll >= pl + 1 && strcmp(line + ll - pl, path) == 0 &&
-              line[ll - pl - 1] == ' ';
-    }
-    fclose(f);
-    return hit;
-}
-
-static void release_dump_fds(void)
-{
-    int now[HARNESS_MAX_FDS];
-    int n = harness_list_fds(now, HARNESS_MAX_FDS);
-    char pipe0[64] = "";
-    for (int i = 0; i < n; i++) {
-        if (harness_fd_in(now[i], fds0, nfds0))
-            continue;
-        char path[64], target[512];
-        snprintf(path, sizeof path, "/proc/self/fd/%d", now[i]);
-        ssize_t t = readlink(path, target, sizeof target - 1);
-        if (t <= 0)
-            continue;
-        target[t] = '\0';
-        bool pipe = strncmp(target, "pipe:", 5) == 0;
-        if (pipe && pipe0[0] == '\0')
-            scopy(pipe0, sizeof pipe0, target);
-        if ((pipe && strcmp(target, pipe0) == 0) ||
-            (target[0] == '/' && mapped(target))) {
-            printf("# closing fd %d (%s%s), kept by the dump machinery\n",
-                   now[i], target,
-                   (fcntl(now[i], F_GETFD) & FD_CLOEXEC) ? ""
-                                                         : ", no O_CLOEXEC");
-            close(now[i]);
-        } else {
-            printf("# fd %d (%s) was opened during the test\n", now[i],
-                   target);
-        }
-    }
-}
-
-/* run_dump - run() between note_fds and release_dump_fds. */
-static void run_dump(int procs, weft_main_fn fn, void *arg)
-{
-    note_fds();
-    run(procs, fn, arg);
-    release_dump_fds();
-}
-
 /* ------------------------------------------------ one per wait reason */
 
 /*
@@ -991,7 +912,7 @@ TEST(dump_wait_reasons)
     /* The body parks coroutines for good, for the dump to show; the
      * runtime's end reclaims them. Fds are still gated. */
     gate_opts = &gate_fds_only;
-    run_dump(2, reasons_main, NULL);
+    run(2, reasons_main, NULL);
 }
 
 /* Go parks forever on a nil channel; weft has no nil channel to park on
@@ -1006,7 +927,7 @@ static int nilchan_main(void *arg)
 
 TEST(nil_chan_is_einval)
 {
-    run_dump(1, nilchan_main, NULL);
+    run(1, nilchan_main, NULL);
 }
 
 /* ------------------------------------------------- levels, bad input */
@@ -1130,7 +1051,7 @@ TEST(dump_levels_and_bad_input)
     /* The body parks coroutines for good, for the dump to show; the
      * runtime's end reclaims them. Fds are still gated. */
     gate_opts = &gate_fds_only;
-    run_dump(2, levels_main, NULL);
+    run(2, levels_main, NULL);
     /* No runtime: nothing to dump. */
     EXPECT_ERR(weft_dump(1, WEFT_DUMP_ALL), WEFT_ENORUNTIME);
     EXPECT_ERR(weft_dump(1, WEFT_DUMP_SINGLE), WEFT_ENORUNTIME);
@@ -1269,7 +1190,7 @@ static int running_main(void *arg)
 
 TEST(dump_running_and_syscall)
 {
-    run_dump(4, running_main, NULL);
+    run(4, running_main, NULL);
 }
 
 /* ----------------------------------------------------- 100k coroutines */
@@ -1280,12 +1201,6 @@ static NAMED void big_parked(void *arg)
 {
     int v;
     weft_chan_recv(big_ch, &v);
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
 }
 
 /* doc_ids - the header ids of d, sorted; fails on a duplicate. */
@@ -1371,7 +1286,7 @@ TEST_TIMEOUT(dump_100k, 180)
      * G is a TSan fiber, which counts against its limit of 8128 threads
      * ("Thread limit exceeded. Dying."): 7,000 there. */
     int n = TSAN ? 7000 : SANITIZED ? 20000 : 100000;
-    run_dump(2, big_main, (void *)(intptr_t)n);
+    run(2, big_main, (void *)(intptr_t)n);
 }
 
 /* ------------------------------------------------------- busy runtime */
@@ -1543,7 +1458,7 @@ TEST_TIMEOUT(dump_busy_runtime, 120)
     /* The body parks coroutines for good, for the dump to show; the
      * runtime's end reclaims them. Fds are still gated. */
     gate_opts = &gate_fds_only;
-    run_dump(4, busy_main, NULL);
+    run(4, busy_main, NULL);
 }
 
 /* ------------------------------------------------- panicparse, in-process */
@@ -1659,7 +1574,7 @@ TEST(panicparse_groups_identical_stacks)
     /* The body parks coroutines for good, for the dump to show; the
      * runtime's end reclaims them. Fds are still gated. */
     gate_opts = &gate_fds_only;
-    run_dump(2, panicparse_main, NULL);
+    run(2, panicparse_main, NULL);
     /* 1 main + GROUPED waiters + 1 sleeper, in Go's shape. */
     ASSERT_EQ(check_shape(pp_all, strlen(pp_all), false), GROUPED + 2);
     ASSERT_EQ(check_shape(pp_sys, strlen(pp_sys), true), GROUPED + 2);

@@ -79,6 +79,11 @@ TEST(fx_exit3)
     exit(3);
 }
 
+TEST(fx_close_fd)
+{
+    close(0); /* open when the test started */
+}
+
 /* --------------------------------------------------------- real tests */
 
 static char out[64 * 1024], err[16 * 1024];
@@ -132,7 +137,7 @@ static const char *line_with(const char *prefix)
 TEST(harness_tap_output)
 {
     ASSERT_EQ(fixtures("fx_"), 1);
-    ASSERT(strncmp(out, "1..10\n", 6) == 0);
+    ASSERT(strncmp(out, "1..11\n", 6) == 0);
     ASSERT_STR_EQ(line_with("ok 1 "), "ok 1 - fx_pass");
     ASSERT_CONTAINS(line_with("not ok 2 - fx_fail_eq # "),
                     "test_harness.c:");
@@ -153,13 +158,16 @@ TEST(harness_tap_output)
     ASSERT_CONTAINS(line_with("not ok 9 - fx_leak_fd # "), "leak gate");
     ASSERT_CONTAINS(line_with("not ok 9 "), "(/dev/null)");
     ASSERT_CONTAINS(line_with("not ok 10 - fx_exit3 # "), "exit 3");
-    ASSERT_STR_EQ(line_with("# 1 passed"), "# 1 passed, 8 failed, 1 skipped");
+    ASSERT_CONTAINS(line_with("not ok 11 - fx_close_fd # "),
+                    "leak gate: 1 fd open before the test closed or replaced "
+                    "by it: 0");
+    ASSERT_STR_EQ(line_with("# 1 passed"), "# 1 passed, 9 failed, 1 skipped");
     /* The summary is the last line. */
     size_t len = strlen(out);
     ASSERT(len > 0 && out[len - 1] == '\n');
-    ASSERT_CONTAINS(out, "\n# 1 passed, 8 failed, 1 skipped\n");
+    ASSERT_CONTAINS(out, "\n# 1 passed, 9 failed, 1 skipped\n");
     ASSERT_EQ(len, (size_t)(strstr(out, "# 1 passed") - out) +
-                       strlen("# 1 passed, 8 failed, 1 skipped\n"));
+                       strlen("# 1 passed, 9 failed, 1 skipped\n"));
 }
 
 TEST(harness_filter)
@@ -187,7 +195,7 @@ TEST(harness_filter_exclude)
     ASSERT_EQ(fixtures2("fx_", "!fx_"), 0);
     ASSERT_CONTAINS(out, "1..0");
     ASSERT_EQ(fixtures2("!fx_fail", "!fx_timeout"), 1);
-    ASSERT(strncmp(out, "1..6\n", 5) == 0);
+    ASSERT(strncmp(out, "1..7\n", 5) == 0);
     ASSERT(strstr(out, "fx_fail") == NULL);
     ASSERT(strstr(out, "fx_timeout") == NULL);
 }

@@ -175,60 +175,6 @@ TEST(api_bad_input)
 
 /* --------------------------------------------------------- in process */
 
-/*
- * Reading stacks and symbols opens fds that stay open for the process's
- * life by design (traceback.c invariant 2): libdw's handle on each ELF
- * file and libunwind's validation pipe. As test_debugserver.c does, the
- * in-process runs note the fds first and, once the runtime is gone, close
- * exactly those: files mapped into the process and at most one pipe.
- */
-static int fds0[HARNESS_MAX_FDS], nfds0;
-
-static bool mapped(const char *path)
-{
-    FILE *f = fopen("/proc/self/maps", "re");
-    if (f == NULL)
-        return false;
-    char line[4096];
-    bool hit = false;
-    size_t pl = strlen(path);
-    while (!hit && fgets(line, sizeof line, f) != NULL) {
-        size_t ll = strlen(line);
-        if (ll > 0 && line[ll - 1] == '\n')
-            line[--ll] = '\0';
-        hit = ll >= pl + 1 && strcmp(line + ll - pl, path) == 0 &&
-              line[ll - pl - 1] == ' ';
-    }
-    fclose(f);
-    return hit;
-}
-
-static void run_symbolizing(weft_main_fn fn)
-{
-    nfds0 = harness_list_fds(fds0, HARNESS_MAX_FDS);
-    ASSERT_GE(nfds0, 0);
-    run(2, fn, NULL);
-    int now[HARNESS_MAX_FDS];
-    int n = harness_list_fds(now, HARNESS_MAX_FDS);
-    char pipe0[512] = "";
-    for (int i = 0; i < n; i++) {
-        if (harness_fd_in(now[i], fds0, nfds0))
-            continue;
-        char path[64], target[512];
-        snprintf(path, sizeof path, "/proc/self/fd/%d", now[i]);
-        ssize_t t = readlink(path, target, sizeof target - 1);
-        if (t <= 0)
-            continue;
-        target[t] = '\0';
-        bool pipe = strncmp(target, "pipe:", 5) == 0;
-        if (pipe && pipe0[0] == '\0')
-            snprintf(pipe0, sizeof pipe0, "%s", target);
-        if ((pipe && strcmp(target, pipe0) == 0) ||
-            (target[0] == '/' && mapped(target)))
-            close(now[i]);
-    }
-}
-
 static weft_chan_t *never;
 static char page[256 * 1024];
 static char metrics[256 * 1024];
@@ -285,7 +231,7 @@ static int leak_main(void *arg)
 
 TEST(inprocess_coroutine_leak)
 {
-    run_symbolizing(leak_main);
+    run(2, leak_main, NULL);
     printf("%s\n%s\n", metrics, page);
     ASSERT_CONTAINS(metrics, "\nweft_leak_suspected{kind=\"coroutine\"} 1\n");
     ASSERT_CONTAINS(metrics, "# TYPE weft_open_fds gauge\n"
@@ -303,7 +249,7 @@ TEST(inprocess_metrics_promtool)
     const char *promtool = "/usr/bin/promtool";
     if (access(promtool, X_OK) != 0)
         SKIP("no %s", promtool);
-    run_symbolizing(leak_main);
+    run(2, leak_main, NULL);
     char path[] = "/tmp/weft-leakmetrics-XXXXXX";
     int fd = mkstemp(path);
     ASSERT_GE(fd, 0);
@@ -353,7 +299,7 @@ static int http_main(void *arg)
 
 TEST(debug_leaks_http)
 {
-    run_symbolizing(http_main);
+    run(2, http_main, NULL);
     printf("%s\n", resp);
     ASSERT(strncmp(resp, "HTTP/1.1 200 OK\r\n", 17) == 0);
     ASSERT_CONTAINS(resp, "Content-Type: text/plain");

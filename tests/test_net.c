@@ -10,12 +10,12 @@
  * that does not hold a P, and idle ("slowloris") connections.
  *
  * Each test runs in its own forked child (harness.h); bodies run as the
- * main coroutine of their own runtime through net_run(), which also checks
- * that the set of open fds is the same before and after weft_main (the
- * runtime's own epoll and eventfd fds exist only while it runs), naming the
- * extra fds, and that no coroutine but the body's is left alive when it
- * returns. Time bounds are generous and scaled by slow(); deadlines
- * themselves are not scaled.
+ * main coroutine of their own runtime through run() (weft_test.h), under
+ * the leak gate: a coroutine or fd a body leaves behind fails the test,
+ * and so does (harness.h, when the child ends) an fd left open or closed
+ * across weft_main, such as the runtime's own epoll and eventfd fds, which
+ * exist only while it runs. Time bounds are generous and scaled by slow();
+ * deadlines themselves are not scaled.
  *
  * The file defines getaddrinfo(), accept4() and recv() itself, passing
  * every call on to the next definition (libc, or a sanitizer's
@@ -28,7 +28,6 @@
 #endif
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -148,113 +147,6 @@ static void wg_wait(weft_waitgroup_t *wg, double ms, const char *what)
 static void go(weft_fn fn, void *arg)
 {
     EXPECT_OK(weft_go(fn, arg));
-}
-
-/* Open-fd snapshots, to compare before and after a runtime's life. */
-#define NET_MAX_FD 65536
-
-struct fdset {
-    unsigned char open[NET_MAX_FD / 8];
-    int n;
-};
-
-static void fd_snapshot(struct fdset *s)
-{
-    memset(s, 0, sizeof *s);
-    DIR *d = opendir("/proc/self/fd");
-    if (d == NULL) {
-        s->n = -1;
-        return;
-    }
-    int self = dirfd(d);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        int fd = atoi(e->d_name);
-        if (fd == self)
-            continue;
-        s->n++;
-        if (fd < NET_MAX_FD)
-            s->open[fd / 8] |= (unsigned char)(1u << (fd % 8));
-    }
-    closedir(d);
-}
-
-static bool fd_in(const struct fdset *s, int fd)
-{
-    return (s->open[fd / 8] >> (fd % 8)) & 1;
-}
-
-/* live_others - coroutines alive besides the caller (white box). */
-static int live_others(void)
-{
-    struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
-    size_t n = __atomic_load_n(&weft__allglen, __ATOMIC_ACQUIRE);
-    int64_t self = weft_self();
-    int k = 0;
-    for (size_t i = 0; i < n; i++) {
-        struct g *gp = weft__allg(chunks, i);
-        if (atomic_load(&gp->status) != G_DEAD && gp->id != self)
-            k++;
-    }
-    return k;
-}
-
-struct leakcheck {
-    weft_main_fn fn;
-    void *arg;
-};
-
-/* leakcheck_body - the body, then up to 2 s (scaled) for its helpers to
- * finish: a coroutine still parked then is a leak (a test that left a
- * connection handler waiting, or a wake-up that never came). */
-static int leakcheck_body(void *arg)
-{
-    struct leakcheck *lc = arg;
-    int r = lc->fn(lc->arg);
-    int64_t until = weft_now() + (int64_t)(2000 * MS * slow());
-    int k;
-    while ((k = live_others()) > 0 && weft_now() < until)
-        weft_sleep(1 * MS);
-    if (k > 0)
-        HARNESS_FAIL("%d coroutines still alive after the test body", k);
-    return r;
-}
-
-/* net_run - run(procs, fn, arg), then fail if coroutines were left alive
- * or the open fds differ from those open before weft_main, naming the
- * differences. */
-static void net_run(int procs, weft_main_fn fn, void *arg)
-{
-    static struct fdset before, after;
-    fd_snapshot(&before);
-    struct leakcheck lc = {fn, arg};
-    run(procs, leakcheck_body, &lc);
-    fd_snapshot(&after);
-    if (before.n < 0 || after.n < 0)
-        return;
-    char msg[1024];
-    size_t len = 0;
-    int diff = 0;
-    for (int fd = 0; fd < NET_MAX_FD; fd++) {
-        bool b = fd_in(&before, fd), a = fd_in(&after, fd);
-        if (a == b)
-            continue;
-        diff++;
-        char path[64], target[256];
-        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-        ssize_t t = a ? readlink(path, target, sizeof target - 1) : 0;
-        target[t > 0 ? t : 0] = '\0';
-        if (len < sizeof msg)
-            len += (size_t)snprintf(msg + len, sizeof msg - len, " %s%d%s%s%s",
-                                    a ? "+" : "-", fd, a ? " (" : "", target,
-                                    a ? ")" : "");
-    }
-    if (diff)
-        HARNESS_FAIL("procs=%d: %d open fds before weft_main, %d after; "
-                     "changed (+ opened, - closed):%s",
-                     procs, before.n, after.n, msg);
 }
 
 /* raise_nofile - make the soft RLIMIT_NOFILE at least need if the hard
@@ -568,8 +460,8 @@ static int echo_body(void *arg)
 
 static void echo_both(const struct echo_cfg *cfg)
 {
-    net_run(1, echo_body, (void *)cfg);
-    net_run(2, echo_body, (void *)cfg);
+    run(1, echo_body, (void *)cfg);
+    run(2, echo_body, (void *)cfg);
 }
 
 TEST(echo_tcp4)
@@ -662,8 +554,8 @@ static int iov_body(void *arg)
 
 TEST(readv_writev)
 {
-    net_run(1, iov_body, (void *)(intptr_t)K_TCP4);
-    net_run(2, iov_body, (void *)(intptr_t)K_SOCKETPAIR);
+    run(1, iov_body, (void *)(intptr_t)K_TCP4);
+    run(2, iov_body, (void *)(intptr_t)K_SOCKETPAIR);
 }
 
 /* ------------------------------------------------------ many connections */
@@ -816,7 +708,7 @@ TEST_TIMEOUT(many_conns, 600)
     };
     for (int procs = 2; procs >= 1; procs--)
         for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++)
-            net_run(procs, mc_body, (void *)&cfgs[i]);
+            run(procs, mc_body, (void *)&cfgs[i]);
 }
 
 /* ------------------------------------------------------------ deadlines */
@@ -932,8 +824,8 @@ static int deadline_body(void *arg)
 
 TEST(deadlines)
 {
-    net_run(1, deadline_body, NULL);
-    net_run(2, deadline_body, NULL);
+    run(1, deadline_body, NULL);
+    run(2, deadline_body, NULL);
 }
 
 /* A dial whose SYN is dropped (the listener's accept queue is full) times
@@ -968,7 +860,7 @@ static int dial_dl_body(void *arg)
 TEST(dial_deadline)
 {
     int blocked = 0;
-    net_run(2, dial_dl_body, &blocked);
+    run(2, dial_dl_body, &blocked);
     if (!blocked)
         SKIP("32 connects to a backlog-1 listener all completed: this "
              "kernel does not drop SYNs on a full accept queue");
@@ -1119,14 +1011,14 @@ static int close_blocked_body(void *arg)
 
 TEST(close_wakes_blocked)
 {
-    net_run(1, close_blocked_body, (void *)0);
-    net_run(2, close_blocked_body, (void *)0);
+    run(1, close_blocked_body, (void *)0);
+    run(2, close_blocked_body, (void *)0);
 }
 
 TEST(close_from_thread_wakes_blocked)
 {
-    net_run(1, close_blocked_body, (void *)1);
-    net_run(2, close_blocked_body, (void *)1);
+    run(1, close_blocked_body, (void *)1);
+    run(2, close_blocked_body, (void *)1);
 }
 
 /* A reader and a writer blocked on one fd: weft_close wakes both. */
@@ -1158,8 +1050,8 @@ static int close_both_body(void *arg)
 
 TEST(close_wakes_reader_and_writer)
 {
-    net_run(1, close_both_body, NULL);
-    net_run(2, close_both_body, NULL);
+    run(1, close_both_body, NULL);
+    run(2, close_both_body, NULL);
 }
 
 /* ------------------------------------------------------------- fd reuse */
@@ -1265,8 +1157,8 @@ static int reuse_body(void *arg)
 
 TEST_TIMEOUT(fd_reuse_after_close, 120)
 {
-    net_run(1, reuse_body, NULL);
-    net_run(2, reuse_body, NULL);
+    run(1, reuse_body, NULL);
+    run(2, reuse_body, NULL);
 }
 
 /* ------------------------------------------------------------ half-close */
@@ -1303,9 +1195,9 @@ TEST(half_close)
 {
     signal(SIGPIPE, SIG_DFL);
     for (int p = 1; p <= 2; p++) {
-        net_run(p, half_close_body, (void *)(intptr_t)K_TCP4);
-        net_run(p, half_close_body, (void *)(intptr_t)K_UNIX);
-        net_run(p, half_close_body, (void *)(intptr_t)K_SOCKETPAIR);
+        run(p, half_close_body, (void *)(intptr_t)K_TCP4);
+        run(p, half_close_body, (void *)(intptr_t)K_UNIX);
+        run(p, half_close_body, (void *)(intptr_t)K_SOCKETPAIR);
     }
 }
 
@@ -1391,8 +1283,8 @@ TEST_TIMEOUT(partial_writes_slow_reader, 180)
 {
     for (int p = 1; p <= 2; p++)
         for (int iov = 0; iov <= 1; iov++) {
-            net_run(p, slow_reader_body, (void *)(intptr_t)(K_SOCKETPAIR | iov << 8));
-            net_run(p, slow_reader_body, (void *)(intptr_t)(K_TCP4 | iov << 8));
+            run(p, slow_reader_body, (void *)(intptr_t)(K_SOCKETPAIR | iov << 8));
+            run(p, slow_reader_body, (void *)(intptr_t)(K_TCP4 | iov << 8));
         }
 }
 
@@ -1475,8 +1367,8 @@ static int write_deadline_body(void *arg)
 TEST(write_deadline_reports_done)
 {
     for (int p = 1; p <= 2; p++) {
-        net_run(p, write_deadline_body, (void *)(intptr_t)K_SOCKETPAIR);
-        net_run(p, write_deadline_body, (void *)(intptr_t)K_TCP4);
+        run(p, write_deadline_body, (void *)(intptr_t)K_SOCKETPAIR);
+        run(p, write_deadline_body, (void *)(intptr_t)K_TCP4);
     }
 }
 
@@ -1503,8 +1395,8 @@ static int refused_body(void *arg)
 
 TEST(err_connection_refused)
 {
-    net_run(1, refused_body, NULL);
-    net_run(2, refused_body, NULL);
+    run(1, refused_body, NULL);
+    run(2, refused_body, NULL);
 }
 
 static int epipe_body(void *arg)
@@ -1551,8 +1443,8 @@ TEST(err_epipe_without_sigpipe)
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    net_run(1, epipe_body, NULL);
-    net_run(2, epipe_body, NULL);
+    run(1, epipe_body, NULL);
+    run(2, epipe_body, NULL);
 }
 
 static void reset_peer(int s)
@@ -1592,8 +1484,8 @@ static int reset_body(void *arg)
 
 TEST(err_reset)
 {
-    net_run(1, reset_body, NULL);
-    net_run(2, reset_body, NULL);
+    run(1, reset_body, NULL);
+    run(2, reset_body, NULL);
 }
 
 static int ebadf_body(void *arg)
@@ -1648,7 +1540,7 @@ static int ebadf_body(void *arg)
 
 TEST(err_ebadf)
 {
-    net_run(1, ebadf_body, NULL);
+    run(1, ebadf_body, NULL);
 }
 
 /* expect_bad - r is WEFT_EINVAL or WEFT_ENONAME. */
@@ -1712,7 +1604,7 @@ static int bad_addr_body(void *arg)
 
 TEST(err_bad_network_and_address)
 {
-    net_run(1, bad_addr_body, NULL);
+    run(1, bad_addr_body, NULL);
 }
 
 static int events_body(void *arg)
@@ -1732,7 +1624,7 @@ static int events_body(void *arg)
 
 TEST(err_fd_wait_bad_events)
 {
-    net_run(1, events_body, NULL);
+    run(1, events_body, NULL);
 }
 
 struct second {
@@ -1824,8 +1716,8 @@ static int ebusy_body(void *arg)
 
 TEST(err_ebusy_second_waiter)
 {
-    net_run(1, ebusy_body, NULL);
-    net_run(2, ebusy_body, NULL);
+    run(1, ebusy_body, NULL);
+    run(2, ebusy_body, NULL);
 }
 
 /* notcoro_calls - every blocking fd call from a non-coroutine. */
@@ -1942,8 +1834,8 @@ static int finedge_body(void *arg)
 
 TEST(read_fin_same_edge)
 {
-    net_run(1, finedge_body, (void *)(intptr_t)K_TCP4);
-    net_run(2, finedge_body, (void *)(intptr_t)K_UNIX);
+    run(1, finedge_body, (void *)(intptr_t)K_TCP4);
+    run(2, finedge_body, (void *)(intptr_t)K_UNIX);
 }
 
 TEST(err_notcoro)
@@ -1959,7 +1851,7 @@ TEST(err_notcoro)
     EXPECT_OK(weft_close(sp[0]));
     EXPECT_OK(weft_close(sp[1]));
     /* From a plain thread while a runtime runs. */
-    net_run(2, notcoro_body, NULL);
+    run(2, notcoro_body, NULL);
     /* And after it ended. */
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
     notcoro_calls(sp[0]);
@@ -2103,7 +1995,7 @@ static int nofile_body(void *arg)
 static void with_nofile(rlim_t soft, weft_main_fn fn, int procs)
 {
     struct nofile_arg na = {soft, fn};
-    net_run(procs, nofile_body, &na);
+    run(procs, nofile_body, &na);
 }
 
 static int nofile_check_body(void *arg)
@@ -2124,7 +2016,7 @@ TEST(nofile_raised_while_running)
     rl = old;
     rl.rlim_cur = 64;
     ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
-    net_run(1, nofile_check_body, NULL);
+    run(1, nofile_check_body, NULL);
     ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
     ASSERT_EQ(rl.rlim_cur, (rlim_t)64); /* put back */
     ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
@@ -2310,8 +2202,8 @@ static int fdwait_body(void *arg)
 
 TEST(fd_wait_pipe_eventfd)
 {
-    net_run(1, fdwait_body, NULL);
-    net_run(2, fdwait_body, NULL);
+    run(1, fdwait_body, NULL);
+    run(2, fdwait_body, NULL);
 }
 
 /* ----------------------------------------------------- names, resolver */
@@ -2421,8 +2313,8 @@ static int resolve_body(void *arg)
 TEST(dial_by_name_and_resolver_off_the_p)
 {
     struct resolve_out out = {0};
-    net_run(1, resolve_body, &out);
-    net_run(2, resolve_body, &out);
+    run(1, resolve_body, &out);
+    run(2, resolve_body, &out);
     if (!out.gai_used)
         SKIP("weft_getaddrinfo did not call getaddrinfo(): the off-P check "
              "did not run (resolution itself passed)");
@@ -2544,6 +2436,6 @@ static int slowloris_body(void *arg)
 TEST(slowloris_idle_conns)
 {
     raise_nofile(1024);
-    net_run(2, slowloris_body, NULL);
-    net_run(1, slowloris_body, NULL);
+    run(2, slowloris_body, NULL);
+    run(1, slowloris_body, NULL);
 }

@@ -29,26 +29,9 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static bool have_go(void)
-{
-    const char *path = getenv("PATH");
-    if (path == NULL)
-        return false;
-    char buf[4096];
-    for (const char *p = path; *p;) {
-        const char *e = strchr(p, ':');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        snprintf(buf, sizeof buf, "%.*s/go", (int)n, p);
-        if (access(buf, X_OK) == 0)
-            return true;
-        p += n + (e != NULL);
-    }
-    return false;
-}
-
 #define NEED_GO()                                                              \
     do {                                                                       \
-        if (!have_go())                                                        \
+        if (!harness_have_tool("go"))                                          \
             SKIP("go (go tool pprof) is not installed");                       \
     } while (0)
 
@@ -205,70 +188,6 @@ static double rawsum(const char *raw, const char *func, int idx, int *nsamp)
     return sum;
 }
 
-/*
- * The first symbolization opens fds kept for the process's life by design
- * (traceback.c invariant 2): libdw's handle on each ELF or separate debug
- * file it read, and libunwind's address-validation pipe. Each test notes
- * its fds before its runtime (runp) and closes exactly those afterwards,
- * so anything else left open still fails the harness's leak gate.
- */
-static int fds0[HARNESS_MAX_FDS], nfds0;
-
-static bool mapped(const char *path)
-{
-    FILE *f = fopen("/proc/self/maps", "re");
-    if (f == NULL)
-        return false;
-    char line[4096];
-    bool hit = false;
-    size_t pl = strlen(path);
-    while (!hit && fgets(line, sizeof line, f) != NULL) {
-        size_t ll = strlen(line);
-        if (ll > 0 && line[ll - 1] == '\n')
-            line[--ll] = '\0';
-        hit = ll >= pl + 1 && strcmp(line + ll - pl, path) == 0 &&
-              line[ll - pl - 1] == ' ';
-    }
-    fclose(f);
-    return hit;
-}
-
-static void release_symbol_fds(void)
-{
-    int now[HARNESS_MAX_FDS];
-    int n = harness_list_fds(now, HARNESS_MAX_FDS);
-    char pipe0[64] = "";
-    for (int i = 0; i < n; i++) {
-        if (harness_fd_in(now[i], fds0, nfds0))
-            continue;
-        char path[64], target[512];
-        snprintf(path, sizeof path, "/proc/self/fd/%d", now[i]);
-        ssize_t t = readlink(path, target, sizeof target - 1);
-        if (t <= 0)
-            continue;
-        target[t] = '\0';
-        bool pipe = strncmp(target, "pipe:", 5) == 0;
-        if (pipe && pipe0[0] == '\0')
-            snprintf(pipe0, sizeof pipe0, "%.60s", target);
-        if ((pipe && strcmp(target, pipe0) == 0) ||
-            (target[0] == '/' &&
-             (mapped(target) || strncmp(target, "/usr/lib/debug/", 15) == 0)))
-            close(now[i]);
-        else
-            printf("# fd %d (%s) was opened during the test\n", now[i],
-                   target);
-    }
-}
-
-/* runp - run() between noting the fds and releasing the symbolizer's. */
-static void runp(int procs, weft_main_fn fn, void *arg)
-{
-    nfds0 = harness_list_fds(fds0, HARNESS_MAX_FDS);
-    ASSERT_GE(nfds0, 0);
-    run(procs, fn, arg);
-    release_symbol_fds();
-}
-
 /* ----------------------------------------------------- goroutine profile */
 
 static weft_chan_t *gch;
@@ -317,7 +236,7 @@ TEST(goroutine_parked_counts)
     NEED_GO();
     tpath(0, "g.pb");
     tpath(1, "g.txt");
-    runp(4, goroutine_main, NULL);
+    run(4, goroutine_main, NULL);
     ASSERT_EQ(gcount, NBLOCK + NOTHER + 1);
     /* -traces: one sample of count NBLOCK: weft_chan_recv, then blocker. */
     const char *t = pprof("-traces", paths[0], NULL);
@@ -471,7 +390,7 @@ TEST(labels_api_and_tagfocus)
     NEED_GO();
     tpath(0, "l.pb");
     tpath(1, "l.txt");
-    runp(3, labels_main, NULL);
+    run(3, labels_main, NULL);
     /* Labels come only from a snapshot with every M stopped (dump.c's
      * weft__gstacks: a running G could drop its set meanwhile); under
      * TSan idle Ms do not answer the freeze (weft_test.h). */
@@ -558,7 +477,7 @@ TEST(block_delay_within_20pct)
     tpath(0, "b.pb");
     tpath(1, "b.txt");
     tpath(2, "b2.pb");
-    runp(4, block_main, NULL);
+    run(4, block_main, NULL);
     int ns = 0;
     double delay = rawsum(pprof("-raw", paths[0], NULL), "blockwait", 1, &ns);
     double count = rawsum(pout, "blockwait", 0, NULL);
@@ -618,7 +537,7 @@ TEST(block_sampled_unbiased)
     NEED_GO();
     tpath(0, "bs.pb");
     int n = 0;
-    runp(2, sampled_main, &n);
+    run(2, sampled_main, &n);
     double delay = rawsum(pprof("-raw", paths[0], NULL), "blockwait", 1, NULL);
     double count = rawsum(pout, "blockwait", 0, NULL);
     double measured = (double)atomic_load(&bwaited);
@@ -690,7 +609,7 @@ TEST(mutex_charges_holder)
     NEED_GO();
     tpath(0, "m.pb");
     tpath(1, "m.txt");
-    runp(4, mutex_main, NULL);
+    run(4, mutex_main, NULL);
     double hd = rawsum(pprof("-raw", paths[0], NULL), "holder", 1, NULL);
     double wd = rawsum(pout, "waiter", 1, NULL);
     double hc = rawsum(pout, "holder", 0, NULL);
@@ -775,7 +694,7 @@ TEST(mutex_charges_rwmutex_holders)
 {
     NEED_GO();
     tpath(0, "rw.pb");
-    runp(2, rwmutex_main, NULL);
+    run(2, rwmutex_main, NULL);
     pprof("-raw", paths[0], NULL);
     double wd = rawsum(pout, "rw_write_holder", 1, NULL);
     double wc = rawsum(pout, "rw_write_holder", 0, NULL);
@@ -827,7 +746,7 @@ TEST(threadcreate_one_per_m)
     NEED_GO();
     tpath(0, "t.pb");
     tpath(1, "t.txt");
-    runp(4, threadcreate_main, NULL);
+    run(4, threadcreate_main, NULL);
     ASSERT_GE(tms, 2);
     ASSERT_EQ(tcount, tms);
     ASSERT_EQ(top_total(pprof("-top", paths[0], NULL)), tcount);
@@ -909,7 +828,7 @@ TEST(badinput_errors)
     ASSERT_EQ(weft_set_mutex_profile_fraction(-5), 0);
     ASSERT_EQ(weft_set_block_profile_rate(-5), 0);
     close(fd);
-    runp(2, badinput_main, NULL);
+    run(2, badinput_main, NULL);
 }
 
 /* ----------------------------------------------------------------- stress */
@@ -977,7 +896,7 @@ TEST_TIMEOUT(stress_profiles_while_churning, 120)
     tpath(2, "sb.pb");
     tpath(3, "sm.txt");
     int n = 0;
-    runp(8, stress_main, &n);
+    run(8, stress_main, &n);
     /* Every churner carries stress=yes (inherited); main does too. */
     int64_t all = top_total(pprof("-top", paths[0], NULL));
     if (!TSAN) /* labels need every M frozen: see labels_api_and_tagfocus */

@@ -5,8 +5,10 @@
  *
  * Each test runs in its own forked child (harness.h), so a test may set
  * WEFTMAXPROCS with setenv() before it calls weft_main(). Bodies are
- * `static int body(void *)` functions run with weft_main(); they assert from
- * any coroutine (a failed assertion ends the child at once).
+ * `static int body(void *)` functions run with run() (weft_test.h: under
+ * the leak gate) or, when they leave coroutines on purpose, weft_main();
+ * they assert from any coroutine (a failed assertion ends the child at
+ * once).
  *
  * Timing: assertions are about ordering, ratios and loose sanity bounds,
  * never exact interleavings. Bounds are multiplied by slow(): the harness's
@@ -30,13 +32,6 @@ static void wait_yield(_Atomic int64_t *c, int64_t n)
         weft_yield();
 }
 
-/* wait_sleep - sleep in small steps until *c >= n. */
-static void wait_sleep(_Atomic int64_t *c, int64_t n)
-{
-    while (atomic_load(c) < n)
-        weft_sleep(200 * US);
-}
-
 /* incr - a coroutine that adds 1 to the int64 counter arg. */
 static void incr(void *arg)
 {
@@ -55,6 +50,8 @@ static int ret_arg(void *arg)
     return (int)(intptr_t)arg;
 }
 
+/* weft_main itself below, not run(): the call made while a runtime runs
+ * is what nested_main_is_busy tests. */
 static void try_nested(void *arg)
 {
     _Atomic int64_t *done = arg;
@@ -79,18 +76,19 @@ static int nested_body(void *arg)
     wait_yield(&done, 1);
     pthread_t t;
     ASSERT_EQ(pthread_create(&t, NULL, nested_thread, &done), 0);
-    wait_sleep(&done, 2);
+    wait_until(&done, 2);
     ASSERT_EQ(pthread_join(t, NULL), 0);
     return 0;
 }
 
 TEST(main_returns_result)
 {
+    /* A NULL fn: weft_main's own argument check, no runtime to gate. */
     EXPECT_ERR(weft_main(NULL, NULL), WEFT_EINVAL);
-    ASSERT_EQ(weft_main(ret_arg, (void *)(intptr_t)0), 0);
-    ASSERT_EQ(weft_main(ret_arg, (void *)(intptr_t)42), 42);
-    ASSERT_EQ(weft_main(ret_arg, (void *)(intptr_t)-7), -7);
-    ASSERT_EQ(weft_main(ret_arg, (void *)(intptr_t)INT32_MAX), INT32_MAX);
+    ASSERT_EQ(run_ret(0, ret_arg, (void *)(intptr_t)0), 0);
+    ASSERT_EQ(run_ret(0, ret_arg, (void *)(intptr_t)42), 42);
+    ASSERT_EQ(run_ret(0, ret_arg, (void *)(intptr_t)-7), -7);
+    ASSERT_EQ(run_ret(0, ret_arg, (void *)(intptr_t)INT32_MAX), INT32_MAX);
     ASSERT_EQ(weft_procs(), 0);
     EXPECT_ERR(weft_main(NULL, NULL), WEFT_EINVAL);
 }
@@ -99,7 +97,7 @@ TEST(nested_main_is_busy)
 {
     run(0, nested_body, NULL);
     /* And the runtime still starts afterwards. */
-    ASSERT_EQ(weft_main(ret_arg, (void *)(intptr_t)3), 3);
+    ASSERT_EQ(run_ret(0, ret_arg, (void *)(intptr_t)3), 3);
 }
 
 static int self_is_one(void *arg)
@@ -179,6 +177,7 @@ TEST(shutdown_with_parked_coroutines)
     for (int procs = 1; procs <= 2; procs++) {
         atomic_store(&sd_started, 0);
         set_procs(procs);
+        /* Not run(): the body leaves its sleepers and spinners on purpose. */
         int r = weft_main(shutdown_body, procs == 2 ? (void *)1 : NULL);
         int64_t took = weft_now() - atomic_load(&sd_ret_at);
         ASSERT_EQ(r, 42);
@@ -194,12 +193,6 @@ TEST(shutdown_with_parked_coroutines)
 }
 
 /* ----------------------------------------------------------------- spawn */
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
 
 
 #define SPAWN_N 1000000
@@ -365,7 +358,7 @@ static int fairness_body(void *arg)
     EXPECT_OK(weft_go(yielder, &a[1]));
     weft_sleep(200 * MS);
     atomic_store(&f.stop, 1);
-    wait_sleep(&f.done, 2);
+    wait_until(&f.done, 2);
     int64_t n0 = atomic_load(&f.n[0].v), n1 = atomic_load(&f.n[1].v);
     printf("procs=%d: %" PRId64 " vs %" PRId64 " yields\n", weft_procs(), n0,
            n1);
@@ -376,10 +369,8 @@ static int fairness_body(void *arg)
 
 TEST(yield_fairness)
 {
-    set_procs(1);
-    ASSERT_EQ(weft_main(fairness_body, NULL), 1);
-    set_procs(2);
-    int r = weft_main(fairness_body, NULL);
+    ASSERT_EQ(run_ret(1, fairness_body, NULL), 1);
+    int r = run_ret(2, fairness_body, NULL);
     ASSERT(r == 0 || r == 1); /* both made progress (asserted inside) */
 }
 
@@ -420,7 +411,7 @@ static int timers_body(void *arg)
         atomic_store(&trecs[i].woke, 0);
         EXPECT_OK(weft_go(timed_sleeper, &trecs[i]));
     }
-    wait_sleep(&timer_done, TIMER_N);
+    wait_until(&timer_done, TIMER_N);
 
     static struct timer_rec *by_dl[TIMER_N];
     for (int i = 0; i < TIMER_N; i++)
@@ -592,8 +583,8 @@ static int handoff_body(void *arg)
     ASSERT_EQ(weft_procs(), 1);
     EXPECT_OK(weft_go(ticker, h));
     EXPECT_OK(weft_go(blocker, h));
-    wait_sleep(&h->blocked_done, 1);
-    wait_sleep(&h->ticker_done, 1);
+    wait_until(&h->blocked_done, 1);
+    wait_until(&h->ticker_done, 1);
     printf("ticks while blocked %" PRId64 " ms: %" PRId64 "\n",
            atomic_load(&h->blocked_ns) / MS, atomic_load(&h->during));
     ASSERT_GE(atomic_load(&h->blocked_ns), 200 * MS);
@@ -824,7 +815,7 @@ static int bad_input_body(void *arg)
     _Atomic int64_t done = 0;
     pthread_t t;
     ASSERT_EQ(pthread_create(&t, NULL, outside_thread, &done), 0);
-    wait_sleep(&done, 1);
+    wait_until(&done, 1);
     ASSERT_EQ(pthread_join(t, NULL), 0);
 
     /* And the runtime is intact after all that. */
@@ -975,7 +966,7 @@ static int many_stacks_body(void *arg)
     o.stack_size = 1024 * 1024;
     for (int i = 0; i < 2000; i++)
         EXPECT_OK(weft_go_opts(deep_then_sleep, &a, &o));
-    wait_sleep(&a.done, 2000);
+    wait_until(&a.done, 2000);
     return 0;
 }
 
@@ -1024,7 +1015,7 @@ static int spread_body(void *arg)
         args[i] = (struct spread_arg){s, i};
         EXPECT_OK(weft_go(cpu_worker, &args[i]));
     }
-    wait_sleep(&s->done, SPREAD_G);
+    wait_until(&s->done, SPREAD_G);
     return 0;
 }
 

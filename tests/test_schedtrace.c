@@ -707,11 +707,10 @@ static void runq_test(int local, int global)
 {
     unsetenv("WEFTDEBUG"); /* no sysmon report into our capture */
     struct runq_case c = {local, global};
-    set_procs(1);
     for (int tries = 1;; tries++) {
         atomic_store(&ran, 0);
         atomic_store(&received, 0);
-        int r = weft_main(runq_main, &c);
+        int r = run_ret(1, runq_main, &c);
         if (r == 0)
             return;
         if (r != DISTURBED)

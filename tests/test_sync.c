@@ -35,12 +35,6 @@ static uint64_t rnd(uint64_t *s)
     return *s;
 }
 
-static void wait_until(_Atomic int64_t *c, int64_t n)
-{
-    while (atomic_load(c) < n)
-        weft_sleep(100 * US);
-}
-
 /* ------------------------------------------------------- mutex stress */
 
 static weft_mutex_t st_mu = WEFT_MUTEX_INIT;
@@ -772,8 +766,7 @@ static void capture(weft_main_fn body, int procs, char *out, size_t cap)
     unlink(path);
     int saved = dup(2);
     dup2(dk_fd, 2);
-    set_procs(procs);
-    int r = weft_main(body, NULL);
+    int r = run_ret(procs, body, NULL);
     dup2(saved, 2);
     close(saved);
     EXPECT_OK(r);
@@ -1036,8 +1029,7 @@ TEST(mutex_deadline_leaves_starvation)
 {
     int starved = 0;
     for (int rep = 0; rep < 10; rep++) {
-        set_procs(rep % 2 ? 2 : 1);
-        starved += weft_main(sx_body, NULL) == 0;
+        starved += run_ret(rep % 2 ? 2 : 1, sx_body, NULL) == 0;
     }
     /* On one P the waiter always wakes behind the barging relock. */
     ASSERT_GE(starved, 5);

@@ -8,6 +8,7 @@
 #ifndef WEFT_TESTS_WEFT_TEST_H
 #define WEFT_TESTS_WEFT_TEST_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -147,6 +148,20 @@ static inline void run(int procs, weft_main_fn fn, void *arg)
     int r = run_ret(procs, fn, arg);
     if (r != 0)
         HARNESS_FAIL("weft_main returned %d (%s)", r, weft_err_name(r));
+}
+
+/* cmp_i64 - qsort's comparison of int64_t values. */
+static __attribute__((unused)) int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* wait_until - sleep in small steps until *c >= n (from a coroutine). */
+static inline void wait_until(_Atomic int64_t *c, int64_t n)
+{
+    while (atomic_load(c) < n)
+        weft_sleep(100 * US);
 }
 
 /* parked_count - coroutines parked with wait reason (id 0: any id), or
