@@ -320,11 +320,21 @@ static void busy(void *arg)
     weft_waitgroup_done(&wg);
 }
 
+/* Stays in its syscall until sysmon has handed its P off (it retakes
+ * one after 20 us when there is other work), at most 10 s: a fixed 50 ms
+ * was not always enough on a loaded machine, where sysmon itself may not
+ * get a CPU in time. */
 static void sleeper_in_syscall(void *arg)
 {
-    (void)arg;
+    uint64_t before = *(uint64_t *)arg;
     weft_syscall_enter();
-    usleep(50 * 1000); /* sysmon retakes the P after 10 ms at most */
+    for (int i = 0; i < 2000; i++) {
+        usleep(5 * 1000);
+        struct weft_metrics m;
+        if (weft_metrics_read(&m, sizeof m) > 0 &&
+            m.syscall_handoffs > before)
+            break;
+    }
     weft_syscall_exit();
     weft_waitgroup_done(&wg);
 }
@@ -334,7 +344,7 @@ static int handoff_main(void *arg)
     (void)arg;
     struct weft_metrics a = snap();
     weft_waitgroup_add(&wg, 1 + 64);
-    weft_go(sleeper_in_syscall, NULL);
+    weft_go(sleeper_in_syscall, &a.syscall_handoffs);
     for (int i = 0; i < 64; i++)
         weft_go(busy, NULL);
     EXPECT_OK(weft_waitgroup_wait(&wg));
