@@ -659,10 +659,11 @@ static RACY int dumpall(int fd, int level, void *uc, int flags,
 
 /*
  * weft__gstacks - the goroutine profile's snapshot: dumpall's freeze and
- * copy, plus a reference to each G's labels taken while frozen (an
- * atomic increment; a frozen or parked G cannot drop its set meanwhile:
- * only the G itself replaces it). If an M did not answer, running Gs may
- * change their labels under us, so none are taken. See runtime.h.
+ * copy, plus a reference to each G's labels, taken while frozen with a
+ * CAS (tryref). An M that did not answer may run a G that replaces its
+ * labels meanwhile: inside weft__labels_read_begin/end (entered before
+ * the freeze: it locks) no set is freed, so the worst is a set that just
+ * died and is skipped. See runtime.h.
  */
 RACY long weft__gstacks(struct gstack **out)
 {
@@ -696,6 +697,7 @@ RACY long weft__gstacks(struct gstack **out)
         (struct weft__labels **)((char *)mem + snapbytes + poolbytes);
     d->capsnap = n;
 
+    weft__labels_read_begin();
     uint32_t gen = freeze(self, &d->allfrozen);
     struct m *head = __atomic_load_n(&weft__sched.allm, __ATOMIC_ACQUIRE);
     for (struct m *mp = head; mp != NULL && d->nm < MAXM; mp = mp->alllink) {
@@ -718,13 +720,11 @@ RACY long weft__gstacks(struct gstack **out)
         take(d, gp, gp == cur ? &selft : NULL);
         if (d->nsnap == before)
             continue;
-        struct weft__labels *l = NULL;
-        if (d->allfrozen || gp == cur)
-            l = __atomic_load_n(&gp->labels, __ATOMIC_RELAXED);
-        weft__labels_ref(l);
-        lbl[before] = l;
+        lbl[before] = weft__labels_tryref(
+            __atomic_load_n(&gp->labels, __ATOMIC_ACQUIRE));
     }
     thaw(gen);
+    weft__labels_read_end();
     weft__selffd_end();
 
     for (size_t i = 0; i < d->nsnap; i++)

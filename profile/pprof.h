@@ -32,12 +32,21 @@
 struct weft__labels {
     _Atomic int32_t ref;
     int32_t n;
+    struct weft__labels *next; /* profiles.c's deferred frees */
     struct {
         const char *k, *v; /* point into the same allocation */
     } kv[];
 };
 void weft__labels_ref(struct weft__labels *l);   /* l may be NULL */
 void weft__labels_unref(struct weft__labels *l); /* l may be NULL */
+/* Reading another G's labels while that G may run (a snapshot whose
+ * freeze some M did not answer): between read_begin and read_end no set
+ * is freed, so a pointer loaded from g->labels stays valid memory, and
+ * tryref takes a reference unless the set already died (NULL then).
+ * begin/end take a lock: call them outside a freeze. */
+void weft__labels_read_begin(void);
+void weft__labels_read_end(void);
+struct weft__labels *weft__labels_tryref(struct weft__labels *l);
 
 /* ---------------------------------------------------------------- builder */
 

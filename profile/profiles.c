@@ -74,18 +74,63 @@ void weft__labels_ref(struct weft__labels *l)
         atomic_fetch_add_explicit(&l->ref, 1, memory_order_relaxed);
 }
 
+/* Racy readers (weft__labels_read_begin): while any is in, a set whose
+ * count drops to 0 is parked on deferred instead of freed; the last
+ * reader out frees them. An owner stores a G's new set before dropping
+ * the old one, and both sides meet under readlock, so a reader that
+ * entered can only load a set that is alive or parked. */
+static wlock readlock;
+static int32_t nreaders;                 /* readlock */
+static struct weft__labels *deferred;    /* readlock */
+
 void weft__labels_unref(struct weft__labels *l)
 {
-    if (l != NULL &&
-        atomic_fetch_sub_explicit(&l->ref, 1, memory_order_acq_rel) == 1)
+    if (l == NULL ||
+        atomic_fetch_sub_explicit(&l->ref, 1, memory_order_acq_rel) != 1)
+        return;
+    weft__lock(&readlock);
+    bool park = nreaders > 0;
+    if (park) {
+        l->next = deferred;
+        deferred = l;
+    }
+    weft__unlock(&readlock);
+    if (!park)
         free(l);
 }
 
-/* curg - the calling coroutine, or NULL. */
-static struct g *curg(void)
+struct weft__labels *weft__labels_tryref(struct weft__labels *l)
 {
-    struct m *mp = weft__getm();
-    return mp != NULL ? mp->curg : NULL;
+    if (l == NULL)
+        return NULL;
+    int32_t r = atomic_load_explicit(&l->ref, memory_order_relaxed);
+    while (r > 0)
+        if (atomic_compare_exchange_weak_explicit(&l->ref, &r, r + 1,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return l;
+    return NULL;
+}
+
+void weft__labels_read_begin(void)
+{
+    weft__lock(&readlock);
+    nreaders++;
+    weft__unlock(&readlock);
+}
+
+void weft__labels_read_end(void)
+{
+    weft__lock(&readlock);
+    struct weft__labels *l = --nreaders == 0 ? deferred : NULL;
+    if (nreaders == 0)
+        deferred = NULL;
+    weft__unlock(&readlock);
+    while (l != NULL) {
+        struct weft__labels *next = l->next;
+        free(l);
+        l = next;
+    }
 }
 
 /* find - the index of key in l, or where it would go (*found false). */
@@ -125,7 +170,7 @@ WEFT_EXTERN int weft_label_set(const char *key, const char *value)
     if (key == NULL || *key == '\0' || strlen(key) > LABEL_LEN ||
         (value != NULL && strlen(value) > LABEL_LEN))
         return WEFT_EINVAL;
-    struct g *gp = curg();
+    struct g *gp = weft__getg();
     if (gp == NULL)
         return WEFT_ENOTCORO;
     struct weft__labels *old = gp->labels;
@@ -167,7 +212,7 @@ WEFT_EXTERN int weft_label_get(const char *key, char *buf, size_t n)
 {
     if (key == NULL || (buf == NULL && n > 0))
         return WEFT_EINVAL;
-    struct g *gp = curg();
+    struct g *gp = weft__getg();
     if (gp == NULL)
         return WEFT_ENOTCORO;
     bool found;

@@ -485,7 +485,7 @@ static int64_t newproc(struct p *pp, int64_t parentid, weft_fn fn, void *arg,
     /* The child inherits the spawner's labels (profiles.c invariant 1:
      * set before anyone can see the child). */
     weft__labels_ref(labels);
-    __atomic_store_n(&gp->labels, labels, __ATOMIC_RELAXED);
+    __atomic_store_n(&gp->labels, labels, __ATOMIC_RELEASE);
     if (unlikely(name != NULL || gp->name != NULL))
         setname(gp, name);
     if (unlikely(weft__san_on) && __asan_unpoison_memory_region)

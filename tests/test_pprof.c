@@ -391,11 +391,6 @@ TEST(labels_api_and_tagfocus)
     tpath(0, "l.pb");
     tpath(1, "l.txt");
     run(3, labels_main, NULL);
-    /* Labels come only from a snapshot with every M stopped (dump.c's
-     * weft__gstacks: a running G could drop its set meanwhile); under
-     * TSan idle Ms do not answer the freeze (weft_test.h). */
-    if (TSAN)
-        SKIP("TSan: the freeze cannot stop idle Ms, so no labels are read");
     /* main + NLAB children + NLAB grandchildren carry job=batch. */
     ASSERT_EQ(top_shown(pprof("-tagfocus=job=batch", "-nodefraction=0",
                               "-top", paths[0], NULL)),
@@ -899,10 +894,9 @@ TEST_TIMEOUT(stress_profiles_while_churning, 120)
     run(8, stress_main, &n);
     /* Every churner carries stress=yes (inherited); main does too. */
     int64_t all = top_total(pprof("-top", paths[0], NULL));
-    if (!TSAN) /* labels need every M frozen: see labels_api_and_tagfocus */
-        ASSERT_EQ(top_shown(pprof("-tagfocus=stress=yes", "-nodefraction=0",
-                                  "-top", paths[0], NULL)),
-                  all);
+    ASSERT_EQ(top_shown(pprof("-tagfocus=stress=yes", "-nodefraction=0",
+                              "-top", paths[0], NULL)),
+              all);
     ASSERT_GE(all, n + 1);
     char *txt = slurp(paths[1]);
     int64_t total = strtoll(txt + strlen("goroutine profile: total "), NULL,

@@ -31,7 +31,7 @@
 #endif
 /* TSan holds a signal until its thread's next intercepted call, so an
  * idle M asleep in a raw futex does not answer a dump's freeze: what
- * needs every M stopped (SIGQUIT, labels in a goroutine profile) is
+ * needs every M stopped (a SIGQUIT dump of a running coroutine) is
  * weaker there. */
 #if defined(__SANITIZE_THREAD__)
 #define TSAN 1
