@@ -69,6 +69,17 @@ static int cmpfd(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* fdstat - fd's identity through its /proc link, not fstat: a listing
+ * races with other threads' closes by nature, and fstat on an fd being
+ * closed is a use TSan reports; stat(2) of the link names the same file
+ * (a socket's or pipe's inode too), or fails once it is closed. */
+static int fdstat(int fd, struct stat *st)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    return stat(path, st);
+}
+
 /* listfds - the fds open now with their identity, sorted; count or
  * WEFT_ENOMEM, 0 without /proc (no fd check then). */
 static long listfds(struct fdid **out)
@@ -86,7 +97,7 @@ static long listfds(struct fdid **out)
     size_t n = 0;
     for (long i = 0; i < nfd; i++) {
         struct stat st;
-        if (fstat(fds[i], &st) == 0) /* else closed meanwhile */
+        if (fdstat(fds[i], &st) == 0) /* else closed meanwhile */
             v[n++] = (struct fdid){fds[i], st.st_dev, st.st_ino};
     }
     free(fds);
@@ -167,7 +178,7 @@ static bool selffd(const struct fdid *f)
 bool weft__selffd_is(int fd)
 {
     struct stat st;
-    if (fstat(fd, &st) < 0 || !weft__dump_lock())
+    if (fdstat(fd, &st) < 0 || !weft__dump_lock())
         return false;
     struct fdid f = {fd, st.st_dev, st.st_ino};
     bool r = selffd(&f);

@@ -253,13 +253,16 @@ TEST(labels)
     close(fd_);
     pprof("-top", "-tagfocus=worker=a", NULL);
     double a = toppct("burn_a", false), b = toppct("burn_b", false);
-    if (a < 25 || b >= 0)
+    /* Two equal groups: about half each; under TSan, whose delayed and
+     * merged SIGPROFs skew shares (see shares), only which one shows. */
+    double min = TSAN ? 1 : 25;
+    if (a < min || b >= 0)
         FAIL("-tagfocus=worker=a: burn_a %.1f%%, burn_b %.1f%%:\n%s", a, b,
              out);
     pprof("-top", "-tagfocus=worker=b", NULL);
     a = toppct("burn_a", false), b = toppct("burn_b", false);
     unlink(path);
-    if (b < 25 || a >= 0)
+    if (b < min || a >= 0)
         FAIL("-tagfocus=worker=b: burn_a %.1f%%, burn_b %.1f%%:\n%s", a, b,
              out);
 }

@@ -92,9 +92,10 @@ TEST(catches_leaked_coroutine)
 
 __attribute__((noinline)) static void opens_socket(void *arg)
 {
-    int *fd = arg;
-    *fd = weft_listen("tcp4", "127.0.0.1:0", 0);
-    EXPECT_OK(*fd);
+    _Atomic int *fd = arg; /* polled by leak_fds_body */
+    int l = weft_listen("tcp4", "127.0.0.1:0", 0);
+    EXPECT_OK(l);
+    atomic_store(fd, l);
     __asm__ volatile("" ::: "memory");
 }
 
@@ -103,11 +104,12 @@ static int leak_fds_body(void *arg)
     (void)arg;
     weft_leak_snapshot_t *s;
     EXPECT_OK(weft_leak_snapshot(&s));
-    int sock = -1;
-    int64_t opener = weft_go(opens_socket, &sock);
+    _Atomic int sock_ = -1;
+    int64_t opener = weft_go(opens_socket, &sock_);
     EXPECT_OK(opener);
-    while (sock < 0)
+    while (atomic_load(&sock_) < 0)
         weft_sleep(100 * US);
+    int sock = atomic_load(&sock_);
     int p[2];
     ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
     char path[] = "/tmp/weft-leaktest-XXXXXX";
