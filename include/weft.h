@@ -856,9 +856,10 @@ WEFT_EXTERN int weft_leakcheck_write(int fd);
  * block,mutex,threadcreate}?debug=0|1|2, /debug/pprof/profile?seconds=N
  * (1..3600, default 30; 500 "cpu profiling already in use" if a CPU
  * profile runs), /debug/pprof/cmdline, /debug/pprof/symbol (GET, POST),
- * /metrics, /debug/leaks (weft_leakcheck_write). One request per connection; heads of at most 8 KiB and 100
- * headers (431), bodies of at most 64 KiB (413), the whole request within
- * 10 s (408), at most 64 connections at once; GET, HEAD and POST (405).
+ * /metrics, /debug/leaks (weft_leakcheck_write). One request per
+ * connection; heads of at most 8 KiB and 100 headers (431), bodies of at
+ * most 64 KiB (413), the whole request within 10 s (408), at most 64
+ * connections at once; GET, HEAD and POST (405).
  *
  * weft_debug_stop - close the listener and the open connections; returns
  * 0, WEFT_EINVAL (not serving), WEFT_ENOTCORO. Blocks until the server's
@@ -930,9 +931,10 @@ struct weft_leak_opts {
 
 /*
  * weft_leak_snapshot - record the coroutines alive and the fds open now.
- * Must be called from a coroutine; does not park. Returns 0 with *out set (free it with
- * weft_leak_snapshot_free), or WEFT_EINVAL (out NULL), WEFT_ENOTCORO,
- * WEFT_ENORUNTIME, WEFT_ENOMEM. Does not park; lists /proc/self/fd.
+ * Must be called from a coroutine. Returns 0 with *out set (free it
+ * with weft_leak_snapshot_free), or WEFT_EINVAL (out NULL),
+ * WEFT_ENOTCORO, WEFT_ENORUNTIME, WEFT_ENOMEM. Does not park; lists
+ * /proc/self/fd.
  *
  * weft_leak_verify - the coroutines and fds new since s and still alive,
  * ignoring the caller and what opts says, looked at again after sleeps
