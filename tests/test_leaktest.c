@@ -234,6 +234,7 @@ static int retry_body(void *arg)
     /* Without retries they are caught. */
     for (int i = 0; i < 5; i++)
         EXPECT_OK(weft_go(finishing, NULL));
+    wait_parked(0, WR_SLEEP, 5); /* asleep, not still runnable */
     struct weft_leak_opts o = fast();
     o.retries = 1;
     o.max_sleep = 1;
