@@ -222,6 +222,10 @@ static int goroutine_main(void *arg)
     for (int i = 0; i < NOTHER; i++)
         ASSERT_GT(weft_go(otherblocker, NULL), 0);
     wait_parked(0, WR_CHAN_RECEIVE, NBLOCK + NOTHER);
+    /* A coroutine counts as parked just before its M has switched away;
+     * let the switches finish, so an M that does not answer the freeze
+     * (TSan's idle ones) has no coroutine half-parked. */
+    weft_sleep(10 * MS);
     gcount = weft_profile_count("goroutine");
     writep("goroutine", 0, paths[0]);
     writep("goroutine", 1, paths[1]);
