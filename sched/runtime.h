@@ -368,7 +368,10 @@ extern _Atomic(weft__contention_fn) weft__contention_hook; /* profiles.c
 #if defined(WEFT_NO_CONTENTION_HOOK) && WEFT_NO_CONTENTION_HOOK
 #define CONTENTION_HOOK() ((weft__contention_fn)NULL)
 #else
-#define CONTENTION_HOOK() (weft__contention_hook)
+/* Relaxed: the hook is code, and what it records is under its own
+ * locks; nothing else is ordered by this load. */
+#define CONTENTION_HOOK()                                                      \
+    atomic_load_explicit(&weft__contention_hook, memory_order_relaxed)
 #endif
 /* profiles.c: record the calling thread's stack as a thread creator
  * (newm, before the thread starts); forget the last runtime's records
