@@ -463,6 +463,22 @@ static RACY struct g *owner(struct g *a, struct g *b, uintptr_t sp)
     return NULL;
 }
 
+/* frozenms - into d->ms, every M that answered freeze generation gen,
+ * with the G whose stack it stood on (NULL: its own, g0). */
+static RACY void frozenms(struct dump *d, struct m *self, uint32_t gen)
+{
+    struct m *head = __atomic_load_n(&weft__sched.allm, __ATOMIC_ACQUIRE);
+    for (struct m *mp = head; mp != NULL && d->nm < MAXM; mp = mp->alllink) {
+        if (mp == self ||
+            atomic_load_explicit(&mp->freezeack, memory_order_acquire) != gen)
+            continue;
+        struct g *gp = mp->frozen->n > 0
+                           ? owner(mp->frozeng, mp->frozenafter, mp->frozensp)
+                           : NULL;
+        d->ms[d->nm++] = (struct frozenm){gp, mp->frozen};
+    }
+}
+
 /* take - snapshot gp (frozen) with stack t, or its parked stack: from its
  * cache if it has not run since the last dump read it (a parked G's
  * stack cannot change), else unwound now. */
@@ -615,16 +631,7 @@ static RACY int dumpall(int fd, int level, void *uc, int flags,
     d->allfrozen = true;
     if (level >= TB_ALL)
         gen = freeze(self, &d->allfrozen);
-    struct m *head = __atomic_load_n(&weft__sched.allm, __ATOMIC_ACQUIRE);
-    for (struct m *mp = head; mp != NULL && d->nm < MAXM; mp = mp->alllink) {
-        if (mp == self ||
-            atomic_load_explicit(&mp->freezeack, memory_order_acquire) != gen)
-            continue;
-        struct g *gp = mp->frozen->n > 0
-                           ? owner(mp->frozeng, mp->frozenafter, mp->frozensp)
-                           : NULL;
-        d->ms[d->nm++] = (struct frozenm){gp, mp->frozen};
-    }
+    frozenms(d, self, gen);
     if (cur != NULL)
         take(d, cur, &selft);
     if (level >= TB_ALL) {
@@ -699,16 +706,7 @@ RACY long weft__gstacks(struct gstack **out)
 
     weft__labels_read_begin();
     uint32_t gen = freeze(self, &d->allfrozen);
-    struct m *head = __atomic_load_n(&weft__sched.allm, __ATOMIC_ACQUIRE);
-    for (struct m *mp = head; mp != NULL && d->nm < MAXM; mp = mp->alllink) {
-        if (mp == self ||
-            atomic_load_explicit(&mp->freezeack, memory_order_acquire) != gen)
-            continue;
-        struct g *gp = mp->frozen->n > 0
-                           ? owner(mp->frozeng, mp->frozenafter, mp->frozensp)
-                           : NULL;
-        d->ms[d->nm++] = (struct frozenm){gp, mp->frozen};
-    }
+    frozenms(d, self, gen);
     size_t ng = __atomic_load_n(&weft__allglen, __ATOMIC_ACQUIRE);
     struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
     for (size_t i = 0; chunks != NULL && i < ng; i++) {
