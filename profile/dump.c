@@ -718,8 +718,7 @@ RACY long weft__gstacks(struct gstack **out)
         take(d, gp, gp == cur ? &selft : NULL);
         if (d->nsnap == before)
             continue;
-        lbl[before] = weft__labels_tryref(
-            __atomic_load_n(&gp->labels, __ATOMIC_ACQUIRE));
+        lbl[before] = weft__labels_of(gp);
     }
     thaw(gen);
     weft__labels_read_end();

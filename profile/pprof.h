@@ -47,6 +47,11 @@ void weft__labels_unref(struct weft__labels *l); /* l may be NULL */
 void weft__labels_read_begin(void);
 void weft__labels_read_end(void);
 struct weft__labels *weft__labels_tryref(struct weft__labels *l);
+struct g;
+/* weft__labels_of - tryref of gp's set, loaded with acquire. Out of line
+ * on purpose: weft__gstacks is not instrumented for TSan (RACY), and the
+ * acquire that orders the set's contents must be seen. */
+struct weft__labels *weft__labels_of(struct g *gp);
 
 /* ---------------------------------------------------------------- builder */
 

@@ -112,6 +112,11 @@ struct weft__labels *weft__labels_tryref(struct weft__labels *l)
     return NULL;
 }
 
+struct weft__labels *weft__labels_of(struct g *gp)
+{
+    return weft__labels_tryref(__atomic_load_n(&gp->labels, __ATOMIC_ACQUIRE));
+}
+
 void weft__labels_read_begin(void)
 {
     weft__lock(&readlock);
