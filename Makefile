@@ -8,8 +8,8 @@
 #   make bench    benchmarks vs their Go peers, release build (build-release/):
 #                 bench/run.sh, then bench/net.sh, then bench/dump.sh (the
 #                 SIGQUIT dump of 100,000 parked coroutines vs Go's), then
-#                 bench/profiling.sh (what profiling costs), then
-#                 bench/leakcheck.sh (what the leak monitor costs)
+#                 bench/profiling.sh (what profiling and the leak monitor
+#                 cost)
 #   make bench-net  the network benchmarks only (echo, httpd vs Go, libuv)
 #   make asan     the test suites under ASan+UBSan only (build-asan/)
 #   make valgrind the test suites of build/ under valgrind
@@ -182,17 +182,16 @@ cross-aarch64: | deps
 # coroutines against Go's and weft's second weft_dump against its first,
 # bench/profiling.sh what profiling costs (CPU profile under httpd load,
 # block/mutex profiles, the contention-hook checks against a build
-# without them in $(RELEASE_BUILD)-nohook), bench/leakcheck.sh httpd with
-# the leak monitor at 1 s against without it; each prints benchstat lines
-# and RATIO lines, and exits 1 if any run failed. `make bench` runs all
-# five even when one fails.
+# without them in $(RELEASE_BUILD)-nohook, httpd with the leak monitor at
+# 1 s against without it); each prints benchstat lines and RATIO lines,
+# and exits 1 if any run failed. `make bench` runs all four even when one
+# fails.
 bench: $(RELEASE_BUILD)/build.ninja
 	@$(NINJA) -C $(RELEASE_BUILD) --quiet
 	@rc=0; bash bench/run.sh $(RELEASE_BUILD) || rc=1; \
 	echo; bash bench/net.sh $(RELEASE_BUILD) || rc=1; \
 	echo; bash bench/dump.sh $(RELEASE_BUILD) || rc=1; \
-	echo; bash bench/profiling.sh $(RELEASE_BUILD) || rc=1; \
-	echo; bash bench/leakcheck.sh $(RELEASE_BUILD) || rc=1; exit $$rc
+	echo; bash bench/profiling.sh $(RELEASE_BUILD) || rc=1; exit $$rc
 
 bench-net: $(RELEASE_BUILD)/build.ninja
 	@$(NINJA) -C $(RELEASE_BUILD) --quiet

@@ -61,6 +61,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 build=${1:-build-release}
 if [[ ! -d $build ]]; then
     echo "net.sh: no build directory $build (meson setup $build -Dbuildtype=release)" >&2
@@ -257,16 +259,7 @@ start_server() {
 
 # stop_server - stop the server start_server started: TERM, then KILL.
 stop_server() {
-    local i
-    [[ -n $tpid ]] || return 0
-    kill -TERM "$tpid" 2>/dev/null || true
-    for ((i = 0; i < 40; i++)); do
-        kill -0 "$tpid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if [[ -n $spid ]]; then kill -KILL "$spid" 2>/dev/null || true; fi
-    kill -KILL "$tpid" 2>/dev/null || true
-    wait "$tpid" 2>/dev/null || true
+    stop_tree "$tpid" "$spid"
     tpid='' spid=''
 }
 
@@ -289,17 +282,6 @@ run_client() {
 alive() {
     [[ -n $spid ]] && kill -0 "$spid" 2>/dev/null
 }
-
-# cpu_ticks PID - utime+stime of PID (all threads) in clock ticks.
-cpu_ticks() {
-    local s
-    local -a f
-    s=$(<"/proc/$1/stat") || return 1
-    s=${s##*) } # comm may hold spaces; fields 3.. follow its ')'
-    read -ra f <<<"$s"
-    echo $((f[11] + f[12])) # fields 14 and 15
-}
-clk_tck=$(getconf CLK_TCK)
 
 # cpu_stat CPU - "busy total" clock ticks of CPU CPU from /proc/stat.
 # Busy is user, nice, system and steal: irq and softirq time is left out,
@@ -325,12 +307,6 @@ other_work() {
             printf "# note: %s: %.0f%% of CPU %d went to other work\n",
                 n, 100 * o, c
     }'
-}
-
-# field KEY LINE - the value of KEY=value in LINE.
-field() {
-    awk -v k="$1" '{ for (i = 1; i <= NF; i++) if (index($i, k "=") == 1) {
-        print substr($i, length(k) + 2); exit } }' <<<"$2"
 }
 
 # server_cmd KIND IMPL - set $cmd_env, $cmd_flag and the array cmd for a

@@ -6,8 +6,8 @@
 # Usage: bash bench/profiling.sh [BUILD_DIR]     (default build-release)
 #
 # BUILD_DIR is a meson build directory (buildtype=release) with
-# examples/httpd and bench/bench_sync built. Three parts (PROF_ONLY="cpu
-# block hook" runs only the named ones):
+# examples/httpd and bench/bench_sync built. Four parts (PROF_ONLY="cpu
+# leak block hook" runs only the named ones):
 #
 #   cpu    examples/httpd --procs 1 --debug-addr 127.0.0.1:0 on CPU 0,
 #          under `wrk -t1 -c50 -d PROF_SECS -s bench/net/sendjson.lua`
@@ -21,6 +21,13 @@
 #          when go is there). Figures: req/s, and the server's CPU per
 #          request (utime+stime around the wrk run).
 #          Target: the profile costs <= 2% of throughput (on/off >= 0.98).
+#   leak   the same httpd and wrk, a fresh server per run, started with
+#          WEFTDEBUG=leakcheck=1 (the leak monitor sampling every second)
+#          or without, alternating; each run warmed up 1 s. Figures:
+#          req/s, CPU per request, and the monitor thread's own CPU time
+#          against the server's (a "# monitor thread" note per run).
+#          Target: the monitor costs <= 1% (on/off >= 0.99 req/s, <= 1.01
+#          CPU per request).
 #   block  bench/bench_sync pingpong (1 and 2 Ps), chanbuf (1 and 2 Ps),
 #          mutex (2 Ps) and select2 (2 Ps), without and with
 #          BENCH_PROFILE=1 (block profile rate 1, mutex profile fraction
@@ -80,6 +87,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 src=$(cd "$here/.." && pwd)
 build=${1:-build-release}
 if [[ ! -d $build ]]; then
@@ -95,7 +104,7 @@ http_rounds=${PROF_HTTP_ROUNDS:-3}
 secs=${PROF_SECS:-5}
 scpu=${NET_SERVER_CPU:-0}
 ccpu=${NET_CLIENT_CPU:-1}
-only=" ${PROF_ONLY:-cpu block hook} "
+only=" ${PROF_ONLY:-cpu leak block hook} "
 only=${only//,/ }
 for v in rounds on_rounds go_rounds http_rounds secs; do
     if ! [[ ${!v} =~ ^[0-9]+$ ]] || ((${!v} > 1000)); then
@@ -202,30 +211,14 @@ fi
 
 # ---------------------------------------------------------------- httpd
 
-# cpu_ticks PID - utime+stime of PID (all threads) in clock ticks.
-cpu_ticks() {
-    local s
-    local -a f
-    s=$(<"/proc/$1/stat") || return 1
-    s=${s##*) } # comm may hold spaces; fields 3.. follow its ')'
-    read -ra f <<<"$s"
-    echo $((f[11] + f[12])) # fields 14 and 15
-}
-clk_tck=$(getconf CLK_TCK)
-
-# field KEY LINE - the value of KEY=value in LINE.
-field() {
-    awk -v k="$1" '{ for (i = 1; i <= NF; i++) if (index($i, k "=") == 1) {
-        print substr($i, length(k) + 2); exit } }' <<<"$2"
-}
-
-# start_httpd - start examples/httpd on CPU $scpu with a debug server on
-# a port of its own choosing; set $srv_t (timeout's pid), $srv_pid, $hport
-# and $dport from its first two lines. Returns 1 with $why set.
+# start_httpd [ENV...] - start examples/httpd on CPU $scpu, with ENV
+# (NAME=value words) set, and a debug server on a port of its own
+# choosing; set $srv_t (timeout's pid), $srv_pid, $hport and $dport from
+# its first two lines. Returns 1 with $why set.
 hport='' dport=''
 start_httpd() {
     local i limit=$((http_rounds * 2 * (secs + 8) + 60))
-    timeout -k 2 "$limit" taskset -c "$scpu" env WEFTMAXPROCS=1 "$httpd" \
+    timeout -k 2 "$limit" taskset -c "$scpu" env WEFTMAXPROCS=1 "$@" "$httpd" \
         --procs 1 --port 0 --debug-addr 127.0.0.1:0 \
         >"$tmp/srv.out" 2>"$tmp/srv.err" &
     srv_t=$!
@@ -249,16 +242,7 @@ start_httpd() {
 
 # stop_httpd - TERM the server, then KILL what is left.
 stop_httpd() {
-    local i
-    [[ -n $srv_t ]] || return 0
-    kill -TERM "$srv_t" 2>/dev/null || true
-    for ((i = 0; i < 40; i++)); do
-        kill -0 "$srv_t" 2>/dev/null || break
-        sleep 0.05
-    done
-    if [[ -n $srv_pid ]]; then kill -KILL "$srv_pid" 2>/dev/null || true; fi
-    kill -KILL "$srv_t" 2>/dev/null || true
-    wait "$srv_t" 2>/dev/null || true
+    stop_tree "$srv_t" "$srv_pid"
     srv_t='' srv_pid=''
 }
 
@@ -271,18 +255,41 @@ count_samples() {
         END { print n + 0 }'
 }
 
-# http_run MODE - one wrk run of PROF_SECS against the server, with a CPU
-# profile fetched around it when MODE is on. Appends req/s to rps_MODE
-# and CPU us per request to cpu_MODE; on failure prints FAIL and sets
-# http_bad.
+# leak_thread_note - "# monitor thread: ..." with the weft-leakcheck
+# thread's CPU time against the whole server's (schedstat, ns), a figure
+# the machine's noise does not blur; "" when it cannot be read.
+leak_thread_note() {
+    local t ns mon=0 all=0
+    for t in /proc/"$srv_pid"/task/*; do
+        ns=$(awk '{ print $1 }' "$t/schedstat" 2>/dev/null) || continue
+        all=$((all + ns))
+        [[ $(cat "$t/comm" 2>/dev/null) == weft-leakcheck ]] && mon=$((mon + ns))
+    done
+    ((all > 0)) || return 0
+    awk -v m=$mon -v a=$all 'BEGIN {
+        printf "# monitor thread: %.1f ms of the server'"'"'s %.0f ms of CPU (%.3f%%)\n",
+            m / 1e6, a / 1e6, 100 * m / a }'
+}
+
+# http_run PART MODE - one wrk run of PROF_SECS against the server.
+# PART cpu: a CPU profile is fetched around it when MODE is on; PART
+# leak: the server was started with the leak monitor when MODE is on
+# (its thread's CPU is noted). Appends req/s to rps_MODE and CPU us per
+# request to cpu_MODE; on failure prints FAIL and sets http_bad.
 declare -a rps_on=() rps_off=() cpu_on=() cpu_off=()
 http_bad=0
 http_run() {
-    local mode=$1 rc=0 c0 c1 line n r errs non2xx cpu code size magic
-    local samples='' note=''
+    local part=$1 mode=$2 rc=0 c0 c1 line n r errs non2xx cpu code size magic
+    local samples='' note='' fig=httpd_cpuprofile name=HTTPdProfile/impl=weft/cpuprofile
+    local prof=0
+    if [[ $part == leak ]]; then
+        fig=httpd_leakcheck name=HTTPdLeakcheck/impl=weft/leakcheck
+    elif [[ $mode == on ]]; then
+        prof=1
+    fi
     local url="http://127.0.0.1:$hport/sendjson"
     rm -f "$tmp/prof.gz"
-    if [[ $mode == on ]]; then
+    if ((prof)); then
         timeout -k 2 $((secs + 30)) taskset -c "$ccpu" curl -sS \
             -o "$tmp/prof.gz" -w '%{http_code} %{size_download}' \
             "http://127.0.0.1:$dport/debug/pprof/profile?seconds=$((secs + 1))" \
@@ -295,21 +302,21 @@ http_run() {
         --latency -s "$here/net/sendjson.lua" "$url" \
         >"$tmp/wrk.out" 2>"$tmp/wrk.err" || rc=$?
     c1=$(cpu_ticks "$srv_pid" 2>/dev/null || true)
-    if [[ $mode == on ]]; then
+    if ((prof)); then
         wait "$curl_pid" || true
         curl_pid=''
     fi
     cat "$tmp/wrk.out" >>"$tmp/wrk.err" # for the FAIL tail
     line=$(grep -m1 '^WRK ' "$tmp/wrk.out" || true)
     if ((rc != 0)) || [[ -z $line ]]; then
-        fail_line httpd_cpuprofile "$mode: wrk exit status $rc" "$tmp/wrk.err" "$tmp/srv.err"
+        fail_line "$fig" "$mode: wrk exit status $rc" "$tmp/wrk.err" "$tmp/srv.err"
         http_bad=1
         return 0
     fi
     errs=$(field errors "$line") non2xx=$(field non2xx "$line")
     n=$(field requests "$line") r=$(field rps "$line")
     if ((errs != 0 || non2xx != 0 || n == 0)); then
-        fail_line httpd_cpuprofile "$mode: wrk: $errs socket errors, $non2xx non-2xx answers, $n requests" \
+        fail_line "$fig" "$mode: wrk: $errs socket errors, $non2xx non-2xx answers, $n requests" \
             "$tmp/wrk.err" "$tmp/srv.err"
         http_bad=1
         return 0
@@ -319,18 +326,18 @@ http_run() {
         cpu=$(awk -v d=$((c1 - c0)) -v t="$clk_tck" -v n="$n" \
             'BEGIN { printf "%.4f", d / t * 1e6 / n }')
     fi
-    if [[ $mode == on ]]; then
+    if ((prof)); then
         read -r code size <"$tmp/curl.out" || true
         magic=$(head -c2 "$tmp/prof.gz" 2>/dev/null | od -An -tx1 | tr -d ' \n')
         if [[ $code != 200 || $magic != 1f8b ]] || ! gzip -t "$tmp/prof.gz" 2>/dev/null; then
-            fail_line httpd_cpuprofile "on: the profile is not a gzip'd 200 answer (HTTP ${code:-none}, ${size:-0} bytes, magic ${magic:-none})" \
+            fail_line "$fig" "on: the profile is not a gzip'd 200 answer (HTTP ${code:-none}, ${size:-0} bytes, magic ${magic:-none})" \
                 "$tmp/curl.err" "$tmp/srv.err"
             http_bad=1
             return 0
         fi
         samples=$(count_samples "$tmp/prof.gz")
         if [[ $samples == 0 ]]; then
-            fail_line httpd_cpuprofile "on: the profile has no samples ($size bytes)"
+            fail_line "$fig" "on: the profile has no samples ($size bytes)"
             http_bad=1
             return 0
         fi
@@ -345,8 +352,11 @@ http_run() {
             note="# profile: $size bytes"
         fi
     fi
-    printf 'BenchmarkHTTPdProfile/impl=weft/cpuprofile=%s\t%s\t%s req/s\t%s us-cpu/req\t%s us-p99\n' \
-        "$mode" "$n" "$r" "$cpu" "$(field p99_us "$line")"
+    if [[ $part == leak && $mode == on ]]; then
+        note=$(leak_thread_note)
+    fi
+    printf 'Benchmark%s=%s\t%s\t%s req/s\t%s us-cpu/req\t%s us-p99\n' \
+        "$name" "$mode" "$n" "$r" "$cpu" "$(field p99_us "$line")"
     [[ -n $note ]] && echo "$note"
     if [[ $mode == on ]]; then
         rps_on+=("$r")
@@ -358,18 +368,27 @@ http_run() {
     return 0
 }
 
-if wanted cpu; then
-    missing=''
+# httpd_check PART - the tools and CPUs the httpd parts need; 1 with a
+# FAIL line printed when something is missing.
+httpd_check() {
+    local tool missing=''
     for tool in wrk curl taskset timeout pgrep gzip od; do
         command -v "$tool" >/dev/null || missing+=" $tool"
     done
     if [[ -n $missing ]]; then
-        fail_line httpd_cpuprofile "missing:$missing (scripts/deps.sh)"
+        fail_line "httpd_$1" "missing:$missing (scripts/deps.sh)"
     elif [[ ! -x $httpd ]]; then
-        fail_line httpd_cpuprofile "$httpd is missing (examples/httpd.c not built)"
+        fail_line "httpd_$1" "$httpd is missing (examples/httpd.c not built)"
     elif ((scpu >= $(nproc) || ccpu >= $(nproc))); then
-        fail_line httpd_cpuprofile "need CPUs $scpu and $ccpu, have $(nproc)"
-    elif ! start_httpd; then
+        fail_line "httpd_$1" "need CPUs $scpu and $ccpu, have $(nproc)"
+    else
+        return 0
+    fi
+    return 1
+}
+
+if wanted cpu && httpd_check cpuprofile; then
+    if ! start_httpd; then
         fail_line httpd_cpuprofile "$why" "$tmp/srv.err"
         stop_httpd
     else
@@ -388,7 +407,7 @@ if wanted cpu; then
                     http_bad=1
                     break
                 fi
-                http_run "$mode"
+                http_run cpu "$mode"
             done
         done
         stop_httpd
@@ -403,6 +422,47 @@ if wanted cpu; then
                 stats "httpd cpuprofile=on" us-cpu/req "${cpu_on[@]}"
                 ratio httpd_cpuprofile_cpu_per_req on/off "$(div "$med" "$x")" 1.02 ""
             fi
+        fi
+    fi
+fi
+
+# The leak monitor at 1 s (WEFTDEBUG=leakcheck=1) against none: a fresh
+# server per run, since the monitor starts with the runtime; warmed up
+# 1 s each time. Target: <= 1% of throughput (on/off >= 0.99), and CPU
+# per request <= 1.01.
+if wanted leak && httpd_check leakcheck; then
+    rps_on=() rps_off=() cpu_on=() cpu_off=()
+    http_bad=0
+    echo "# httpd leakcheck: server on CPU $scpu, wrk on CPU $ccpu, ${secs}s per run, $http_rounds pairs"
+    for ((r = 0; r < http_rounds && !http_bad; r++)); do
+        if ((r % 2)); then order="on off"; else order="off on"; fi
+        for mode in $order; do
+            ((http_bad)) && break
+            envs=()
+            [[ $mode == on ]] && envs=(WEFTDEBUG=leakcheck=1)
+            if ! start_httpd "${envs[@]}"; then
+                fail_line httpd_leakcheck "$why" "$tmp/srv.err"
+                stop_httpd
+                http_bad=1
+                break
+            fi
+            timeout -k 5 30 taskset -c "$ccpu" wrk -t1 -c50 -d1s \
+                -s "$here/net/sendjson.lua" "http://127.0.0.1:$hport/sendjson" \
+                >/dev/null 2>&1 || true
+            http_run leak "$mode"
+            stop_httpd
+        done
+    done
+    if ((!http_bad)); then
+        stats "httpd leakcheck=off" req/s "${rps_off[@]}"
+        x=$med
+        stats "httpd leakcheck=on" req/s "${rps_on[@]}"
+        ratio httpd_leakcheck_rps on/off "$(div "$med" "$x")" "" 0.99
+        if ((${#cpu_on[@]} && ${#cpu_off[@]})); then
+            stats "httpd leakcheck=off" us-cpu/req "${cpu_off[@]}"
+            x=$med
+            stats "httpd leakcheck=on" us-cpu/req "${cpu_on[@]}"
+            ratio httpd_leakcheck_cpu_per_req on/off "$(div "$med" "$x")" 1.01 ""
         fi
     fi
 fi
