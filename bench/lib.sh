@@ -11,7 +11,8 @@ cpu_ticks() {
     read -ra f <<<"$s"
     echo $((f[11] + f[12])) # fields 14 and 15
 }
-clk_tck=$(getconf CLK_TCK) # shellcheck disable=SC2034 # used by the sourcing scripts
+# shellcheck disable=SC2034 # used by the sourcing scripts
+clk_tck=$(getconf CLK_TCK)
 
 # field KEY LINE - the value of KEY=value in LINE.
 field() {
