@@ -820,7 +820,8 @@ WEFT_EXTERN int weft_metrics_read(struct weft_metrics *m, size_t size);
  * weft_leakcheck_start - start the monitor with a period of period_ns
  * (10 ms .. 1 hour). Any thread while a runtime runs. Returns 0,
  * WEFT_EINVAL (period out of range), WEFT_EBUSY (already running),
- * WEFT_ENORUNTIME, WEFT_EAGAIN (no thread). Never blocks. The monitor
+ * WEFT_ENORUNTIME (also once the main coroutine has returned),
+ * WEFT_ENOMEM, WEFT_EAGAIN (no thread). Never blocks. The monitor
  * ends with the runtime (when the main coroutine returns).
  *
  * weft_leakcheck_stop - stop it and forget its samples. Returns 0,

@@ -464,9 +464,7 @@ WEFT_EXTERN int weft_cpuprofile_start(int hz)
     sigaddset(&sa.sa_mask, SIGURG); /* invariant 5: no freeze inside */
     sigaction(SIGPROF, &sa, NULL);
 
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    cp.wall0 = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    cp.wall0 = weft__walltime();
     cp.t0 = weft__nanotime();
     cp.active = true;
     atomic_store(&on, true); /* seq-cst: Dekker with weft__cpuprof_mstart */
@@ -494,8 +492,11 @@ WEFT_EXTERN int weft_cpuprofile_stop(int fd)
     pthread_mutex_unlock(&cp.lock);
 
     /* Built outside the lock: symbolizing may take a while, and a new M
-     * must not wait for it in weft__cpuprof_mstart. */
+     * must not wait for it in weft__cpuprof_mstart. Discarded: nothing
+     * to build (the debug server's client went away). */
     int r = 0;
+    if (fd < 0)
+        goto out;
     struct pprof *b = weft__pprof_new(PPROF_CPU, period, wall0, duration);
     if (b == NULL) {
         r = WEFT_ENOMEM;

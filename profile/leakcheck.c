@@ -98,7 +98,6 @@ struct sample {
 struct group {
     uintptr_t pc;         /* spawn site; 0 with OTHERSTATE: "(other)" */
     uint16_t state;
-    bool used;
     int32_t n[HIST];      /* by sample number % HIST */
     int64_t oldest;       /* this sample's earliest wait start, 0: none */
 };
@@ -125,6 +124,10 @@ static struct {
     bool stop;                  /* mu */
     pthread_t thread;           /* ctl */
     bool running;               /* ctl */
+    bool closed;                /* ctl: the runtime is ending (between
+                                 * weft__leakcheck_exit and the next
+                                 * boot): start refuses, so no monitor
+                                 * outlives the registry it reads */
     struct state st;            /* mu */
 } lc = {.ctl = PTHREAD_MUTEX_INITIALIZER, .mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -314,7 +317,6 @@ static void merge(struct state *st, const struct sample *s,
                 memset(&st->g[i], 0, sizeof st->g[i]);
                 st->g[i].pc = t[h].pc;
                 st->g[i].state = t[h].state;
-                st->g[i].used = true;
             }
         }
         st->g[i].n[slot] += t[h].n;
@@ -553,7 +555,7 @@ static int rank(const struct state *st, struct rankg **out)
     int n = 0;
     for (int i = 0; i < st->ngroups; i++) {
         const struct group *g = &st->g[i];
-        if (!g->used || g->n[slot] == 0)
+        if (g->n[slot] == 0)
             continue;
         (*out)[n++] = (struct rankg){g, g->n[slot], grouprise(st, g)};
     }
@@ -744,19 +746,6 @@ static void release(struct snapshot *sn)
 
 /* ------------------------------------------------------------- monitor */
 
-static void writeall2(const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(2, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
-        p += w;
-        n -= (size_t)w;
-    }
-}
-
 static void stderrreport(int what)
 {
     struct sbuf b = {0};
@@ -777,17 +766,18 @@ static void stderrreport(int what)
         release(&sn);
     }
     if (!b.oom && b.n > 0)
-        writeall2(b.p, b.n);
+        (void)weft__writeall(2, b.p, b.n); /* stderr: nowhere to report */
     free(b.p);
 }
 
+/* monitor - the monitor thread; arg: its group table (TSLOTS entries,
+ * allocated by start so a failure is start's error), freed here. */
 static void *monitor(void *arg)
 {
-    (void)arg;
+    struct tgroup *t = arg;
     pthread_setname_np(pthread_self(), "weft-leakcheck"); /* top -H, gdb */
-    struct tgroup *t = malloc(TSLOTS * sizeof *t);
     pthread_mutex_lock(&lc.mu);
-    while (!lc.stop && t != NULL) {
+    while (!lc.stop) {
         pthread_mutex_unlock(&lc.mu);
         struct sample s;
         takesample(&s, t);
@@ -799,11 +789,8 @@ static void *monitor(void *arg)
         pthread_mutex_unlock(&lc.mu);
         if (what != 0)
             stderrreport(what);
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t end = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + period;
-        ts.tv_sec = end / 1000000000;
-        ts.tv_nsec = end % 1000000000;
+        int64_t end = weft__nanotime() + period; /* CLOCK_MONOTONIC, as cv */
+        struct timespec ts = {end / 1000000000, end % 1000000000};
         pthread_mutex_lock(&lc.mu);
         while (!lc.stop &&
                pthread_cond_timedwait(&lc.cv, &lc.mu, &ts) != ETIMEDOUT)
@@ -821,9 +808,18 @@ WEFT_EXTERN int weft_leakcheck_start(int64_t period_ns)
     if (!weft__runtime_on())
         return WEFT_ENORUNTIME;
     pthread_mutex_lock(&lc.ctl);
+    if (lc.closed) {
+        pthread_mutex_unlock(&lc.ctl);
+        return WEFT_ENORUNTIME;
+    }
     if (lc.running) {
         pthread_mutex_unlock(&lc.ctl);
         return WEFT_EBUSY;
+    }
+    struct tgroup *t = malloc(TSLOTS * sizeof *t);
+    if (t == NULL) {
+        pthread_mutex_unlock(&lc.ctl);
+        return WEFT_ENOMEM;
     }
     if (!lc.cvinit) {
         pthread_condattr_t ca;
@@ -842,12 +838,14 @@ WEFT_EXTERN int weft_leakcheck_start(int64_t period_ns)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old); /* invariant 3 */
-    int e = pthread_create(&lc.thread, NULL, monitor, NULL);
+    int e = pthread_create(&lc.thread, NULL, monitor, t);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (e == 0)
+    if (e == 0) {
         lc.running = true;
-    else
+    } else {
+        free(t);
         lc.st.on = false; /* nobody else touches it: not running */
+    }
     pthread_mutex_unlock(&lc.ctl);
     return e == 0 ? 0 : WEFT_EAGAIN;
 }
@@ -874,6 +872,9 @@ WEFT_EXTERN int weft_leakcheck_stop(void)
 
 void weft__leakcheck_boot(void)
 {
+    pthread_mutex_lock(&lc.ctl);
+    lc.closed = false;
+    pthread_mutex_unlock(&lc.ctl);
     if (weft__debug.leakcheck <= 0)
         return;
     int e = weft_leakcheck_start((int64_t)weft__debug.leakcheck *
@@ -883,12 +884,15 @@ void weft__leakcheck_boot(void)
         int n = snprintf(msg, sizeof msg,
                          "weft: WEFTDEBUG: leakcheck could not start: %s\n",
                          weft_strerror(e));
-        writeall2(msg, (size_t)n);
+        (void)weft__writeall(2, msg, (size_t)n);
     }
 }
 
 void weft__leakcheck_exit(void)
 {
+    pthread_mutex_lock(&lc.ctl);
+    lc.closed = true; /* before the stop: no start can slip in after it */
+    pthread_mutex_unlock(&lc.ctl);
     weft_leakcheck_stop(); /* WEFT_EINVAL when off: nothing to do */
 }
 

@@ -503,24 +503,6 @@ static void gtext(struct sbuf *b, const struct look *l)
     weft__sputs(b, "]\n");
 }
 
-static int writeall(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && errno == EAGAIN) { /* a non-blocking fd weft owns */
-            weft_sleep(1000 * 1000);
-            continue;
-        }
-        if (w <= 0)
-            return w < 0 ? -errno : -EIO;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int badopts(const struct weft_leak_opts *o)
 {
     const unsigned all =
@@ -597,7 +579,7 @@ WEFT_EXTERN int weft_leak_verify(const weft_leak_snapshot_t *s,
         memcpy(o->buf, b.p, k);
         o->buf[k] = '\0';
     }
-    r = o->fd > 0 ? writeall(o->fd, b.p, b.n) : 0;
+    r = o->fd > 0 ? weft__writeall(o->fd, b.p, b.n) : 0;
     free(b.p);
     return r < 0 ? r : n;
 }

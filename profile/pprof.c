@@ -338,13 +338,13 @@ static void fill(struct pprof *b, PbLocation *l, uintptr_t pc, bool exact)
 {
     if (pc == PPROF_PC_SCHED) {
         l->address = 0;
-        l->n_line = 1;
         l->line = calloc(1, sizeof *l->line);
         if (l->line == NULL)
             goto oom;
         l->line[0] = malloc(sizeof **l->line);
         if (l->line[0] == NULL)
             goto oom;
+        l->n_line = 1;
         perftools__profiles__line__init(l->line[0]);
         l->line[0]->function_id = function(b, "weft.scheduler", NULL);
         return;
@@ -396,14 +396,19 @@ static uint64_t location(struct pprof *b, uintptr_t pc, bool exact)
     for (; b->locs.slot[j] != 0; j = (j + 1) & (b->locs.cap - 1))
         if (b->lockey[b->locs.slot[j] - 1] == key)
             return b->locs.slot[j];
-    size_t cap = b->caploc;
-    if (!grow((void **)&b->loc, b->nloc, &b->caploc, sizeof *b->loc))
-        goto oom;
-    if (cap != b->caploc) {
-        uintptr_t *k = realloc(b->lockey, b->caploc * sizeof *k);
+    if (b->nloc == b->caploc) {
+        /* Both arrays first, the capacity last: a failure leaves them
+         * consistent (one larger is harmless). */
+        size_t nc = b->caploc ? 2 * b->caploc : 64;
+        uintptr_t *k = realloc(b->lockey, nc * sizeof *k);
         if (k == NULL)
             goto oom;
         b->lockey = k;
+        PbLocation *nl = realloc(b->loc, nc * sizeof *nl);
+        if (nl == NULL)
+            goto oom;
+        b->loc = nl;
+        b->caploc = nc;
     }
     PbLocation *l = &b->loc[b->nloc];
     perftools__profiles__location__init(l);
@@ -485,6 +490,8 @@ struct pprof *weft__pprof_new(enum pprof_kind kind, int64_t period,
 int weft__pprof_add(struct pprof *b, const uintptr_t *pc, int n, bool exact,
                     const int64_t *values, const struct weft__labels *l)
 {
+    if (b->oom)
+        return WEFT_ENOMEM;
     if (!grow((void **)&b->smp, b->nsmp, &b->capsmp, sizeof *b->smp))
         return WEFT_ENOMEM;
     PbSample *s = &b->smp[b->nsmp];

@@ -302,10 +302,17 @@ __attribute__((no_sanitize_address)) static int fpwalk(uintptr_t *pc,
 {
     uintptr_t fp = (uintptr_t)__builtin_frame_address(0), lo = 0, hi = 0;
     struct g *gp = weft__getg();
+    struct m *mp = weft__getm();
     if (gp != NULL && fp >= gp->stk.lo && fp < gp->stk.hi) {
         lo = gp->stk.lo;
         hi = gp->stk.hi;
+    } else if (mp != NULL && mp->g0_stack_size != 0) {
+        /* An M's own stack: g0init read its bounds once. */
+        lo = (uintptr_t)mp->g0_stack_bottom;
+        hi = lo + mp->g0_stack_size;
     } else {
+        /* weft_main's thread (it starts the first M): pthread_getattr_np
+         * reads /proc/self/maps for the main thread, but only here. */
         pthread_attr_t a;
         void *addr;
         size_t size;
@@ -823,19 +830,12 @@ static void contentiontext(struct sbuf *b, bool mutex, int32_t period,
 
 /* --------------------------------------------------------------- output */
 
-static int64_t walltime(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* emit - write records r[0..n) as kind: proto (debug 0) or text. */
 static int emit(enum pprof_kind kind, const char *name, int fd, int debug,
                 struct rec *r, size_t n, int64_t total, int32_t period)
 {
     if (debug == 0) {
-        struct pprof *pb = weft__pprof_new(kind, 1, walltime(), 0);
+        struct pprof *pb = weft__pprof_new(kind, 1, weft__walltime(), 0);
         if (pb == NULL)
             return WEFT_ENOMEM;
         /* Go scales the mutex profile by its sampling period (Go 1.19

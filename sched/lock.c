@@ -123,6 +123,14 @@ int64_t weft__nanotime(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* weft__walltime - ns since the epoch (profiles' time_nanos). */
+int64_t weft__walltime(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* wyrand: fast, good enough for victim selection and select fairness. */
 uint32_t weft__fastrand(struct m *mp)
 {

@@ -576,6 +576,7 @@ struct m *weft__getm(void);
 struct g *weft__getg(void); /* current G, or NULL (on g0 or no M) */
 
 int64_t weft__nanotime(void);
+int64_t weft__walltime(void);
 uint32_t weft__fastrand(struct m *mp);
 
 /* proc.c */
