@@ -124,8 +124,13 @@ static void read_resp(int fd, struct hresp *r)
         ssize_t k = recv(fd, b + n, cap - n, 0);
         if (k < 0 && errno == EINTR)
             continue; /* a profile's freeze signal (SIGURG) */
+        /* SO_RCVTIMEO: the server neither answered nor closed. Every
+         * "closed without a word" check relies on this being a failure. */
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            FAIL("no answer and no close within %.0f s (%zu bytes so far)",
+                 20 * slow(), n);
         if (k <= 0)
-            break;
+            break; /* closed (0) or reset: the answer is complete */
         n += (size_t)k;
     }
     b[n] = '\0';
@@ -570,16 +575,15 @@ static void bad_client(struct tctx *t)
     expect(p, "/metricsx", 404, NULL);
 
     /* Half-open: part of a head, then our side shut for writing. The
-     * server sees EOF mid-request and closes; it may also miss the EOF
-     * and wait for the request deadline (408): weft_read_dl can then
-     * wait for an edge that already came (see the report on netpoll's
-     * "drained" shortcut). Either way it must go on serving. */
+     * server sees EOF mid-request and closes without a word (a 408 would
+     * mean it missed the EOF that came with the data: test_net's
+     * read_fin_same_edge), and goes on serving. */
     int fd = dial(p);
     send_all(fd, "GET /debug/pprof/ HT", 20);
     shutdown(fd, SHUT_WR);
     read_resp(fd, &r);
     close(fd);
-    if (r.status != 0 && r.status != 408)
+    if (r.status != 0)
         FAIL("half-open: status %d:\n%s", r.status, r.raw);
     hresp_free(&r);
     still_serving(p, "a half-open connection");
@@ -629,10 +633,9 @@ static void slow_client(struct tctx *t)
         if (sent % 10 == 0)
             still_serving(p, "a slowloris connection");
     }
-    double took = harness_mono() - start;
+    /* A deadline per read instead of per request would never cut a peer
+     * that sends a byte every 50 ms: the 10 s loop would end uncut. */
     ASSERT(cut);
-    if (took > 3 * slow())
-        FAIL("the slowloris peer lasted %.2f s with a 0.5 s deadline", took);
     read_resp(drip, &r);
     ASSERT_EQ(r.status, 408);
     hresp_free(&r);
@@ -723,7 +726,9 @@ static int stop_body(void *arg)
     int64_t t0 = weft_now();
     EXPECT_ERR(weft_debug_stop(), 0);
     int64_t took = weft_now() - t0;
-    if (took > (int64_t)(1000 * MS * slow()))
+    /* A hang guard, not a speed check: the requests' deadline is 60 s,
+     * so a stop that waited for it instead of closing shows. */
+    if (took > (int64_t)(10 * 1000 * MS * slow()))
         FAIL("weft_debug_stop took %lld ms", (long long)(took / MS));
     weft_blocking(check_closed, fds);
     /* Nothing listens any more. */
@@ -843,8 +848,10 @@ static void pprof_client(struct tctx *t)
         FAIL("go tool pprof %s: %s", url, err);
     ASSERT_CONTAINS(out, "goroutine/count");
 
-    if (weft_cpuprofile_start(0) == 0) {
-        weft_cpuprofile_stop(-1);
+    /* Nothing profiles here: the server's own profile must start. */
+    EXPECT_OK(weft_cpuprofile_start(0));
+    EXPECT_OK(weft_cpuprofile_stop(-1));
+    {
         snprintf(url, sizeof url,
                  "http://127.0.0.1:%d/debug/pprof/profile?seconds=1", t->port);
         const char *argv2[] = {"go", "tool", "pprof", "-raw", url, NULL};
