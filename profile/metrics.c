@@ -15,9 +15,9 @@
  *    reader adds the ticks since (schedtick - low bits, modulo 2^32). It
  *    is exact as long as a P does not run 2^32 ticks between two sysmon
  *    ticks (which come every 10 ms at most while a P is busy).
- *  - Scheduling latency, as Go's gTrackingPeriod: each G counts its
- *    transitions to runnable (trackseq) and one in METRICS_TRACK_PERIOD
- *    is stamped with the clock; execute sees the stamp and calls
+ *  - Scheduling latency, as Go's gTrackingPeriod: a G made runnable
+ *    while its run count (g->runs) is 0 modulo METRICS_TRACK_PERIOD is
+ *    stamped with the clock; execute, seeing the same count, calls
  *    weft__metrics_schedlat. Go samples 1 in 8; a weft switch costs ~5
  *    ns against Go's ~55, and two clock reads (~28 ns each here) in 8
  *    switches would double it, so we sample 1 in 256 (~0.2 ns a switch).
@@ -57,9 +57,8 @@
 
 _Static_assert(METRICS_LAT_BUCKETS == WEFT_METRICS_LAT_BUCKETS,
                "runtime.h and weft.h disagree on the latency buckets");
-_Static_assert(METRICS_TRACK_PERIOD <= 256 &&
-                   (METRICS_TRACK_PERIOD & (METRICS_TRACK_PERIOD - 1)) == 0,
-               "trackseq is a uint8_t: a power of two up to 256");
+_Static_assert((METRICS_TRACK_PERIOD & (METRICS_TRACK_PERIOD - 1)) == 0,
+               "a power of two: runs % PERIOD is a mask");
 
 /* The first published struct's size: smaller callers are refused. */
 #define METRICS_SIZE_V1                                                        \
@@ -80,6 +79,8 @@ static const int64_t latbounds[METRICS_LAT_BUCKETS] = {
 __attribute__((noinline, cold)) void weft__metrics_schedlat(struct p *pp,
                                                             struct g *gp)
 {
+    if (gp->runnableat == 0)
+        return; /* made runnable by a path that does not stamp */
     int64_t d = weft__nanotime() - gp->runnableat;
     gp->runnableat = 0;
     if (d < 0)

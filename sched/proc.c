@@ -149,21 +149,23 @@ static inline __attribute__((always_inline)) void execute(struct m *mp, struct g
     struct p *pp = mp->p;
     __atomic_store_n(&mp->curg, gp, __ATOMIC_RELAXED);
     STORE(&gp->status, G_RUNNING);
-    __atomic_store_n(&gp->runs, gp->runs + 1, __ATOMIC_RELAXED);
+    uint32_t runs = gp->runs;
+    __atomic_store_n(&gp->runs, runs + 1, __ATOMIC_RELAXED);
     STORE(&pp->schedtick, LOAD(&pp->schedtick) + 1);
     if (unlikely(LOAD(&gp->preempt)) &&
         atomic_exchange_explicit(&gp->preempt, 0, memory_order_relaxed))
         attention_add(-1);
-    if (unlikely(gp->runnableat != 0))
+    if (unlikely(runs % METRICS_TRACK_PERIOD == 0))
         weft__metrics_schedlat(pp, gp);
 }
 
 /* trackrunnable - gp becomes runnable: time one transition in
  * METRICS_TRACK_PERIOD until execute (Go's gTrackingPeriod; our switch
- * costs a fifth of a clock read, so the period is longer than Go's 8). */
+ * costs a fifth of a clock read, so the period is longer than Go's 8).
+ * A load and a test: runs is what execute bumps anyway. */
 static inline __attribute__((always_inline)) void trackrunnable(struct g *gp)
 {
-    if (unlikely((uint8_t)(++gp->trackseq % METRICS_TRACK_PERIOD) == 0))
+    if (unlikely(gp->runs % METRICS_TRACK_PERIOD == 0))
         gp->runnableat = weft__nanotime();
 }
 
@@ -484,7 +486,8 @@ static int64_t newproc(struct p *pp, int64_t parentid, weft_fn fn, void *arg,
     gp->syscallp = false;
     /* The child inherits the spawner's labels (profiles.c invariant 1:
      * set before anyone can see the child). */
-    weft__labels_ref(labels);
+    if (unlikely(labels != NULL)) /* most programs set none: no call */
+        weft__labels_ref(labels);
     __atomic_store_n(&gp->labels, labels, __ATOMIC_RELEASE);
     if (unlikely(name != NULL || gp->name != NULL))
         setname(gp, name);
@@ -556,8 +559,10 @@ static _Noreturn void goexit(void)
     struct g *gp = mp->curg;
     weft__pstat_add(&mp->p->metrics.exited, 1);
     struct weft__labels *l = gp->labels;
-    __atomic_store_n(&gp->labels, NULL, __ATOMIC_RELAXED);
-    weft__labels_unref(l);
+    if (unlikely(l != NULL)) {
+        __atomic_store_n(&gp->labels, NULL, __ATOMIC_RELAXED);
+        weft__labels_unref(l);
+    }
     leave(mp, gp, G_DEAD, AFTER_EXIT, fastnext(mp->p));
     weft__throw("weft: goexit - dead G resumed");
 }

@@ -203,9 +203,13 @@ struct g {
     bool syscallp;         /* owner: inside weft_syscall_enter */
     _Atomic uint32_t preempt; /* sysmon sets, the G clears */
     uint32_t idx;          /* immutable: index in the allg registry */
+    uint32_t runs;         /* owner: times it was switched in; a dump's
+                            * cached stack (tbcache) is good while equal.
+                            * In the first line with status: execute
+                            * touches both on every switch */
     int64_t id;            /* immutable while alive; never reused */
-    int64_t parentid;      /* immutable while alive */
     uintptr_t spawnpc;     /* creator's call site */
+    int64_t parentid;      /* immutable while alive */
     int64_t createdat;     /* weft_now() at spawn */
     int64_t waitsince;     /* owner: when it last parked (coarse clock);
                             * dead on the global free list: -(freed at)
@@ -222,19 +226,17 @@ struct g {
     void *asan_fake;       /* sanitizer fiber state */
     void *tsan_fiber;
     unsigned vg_stack;     /* valgrind stack id */
-    uint32_t runs;         /* owner: times it was switched in; a dump's
-                            * cached stack (tbcache) is good while equal */
     struct gtrace *tbcache; /* dump lock: the stack the last dump read */
     char *name;            /* G_NAME_MAX bytes, allocated at the first named
                             * spawn and kept with the descriptor (dumps
                             * read it racily); "" or NULL: unnamed */
     struct weft__labels *labels; /* owner: its reference (pprof.h), NULL:
                                   * no labels */
-    /* Scheduling latency (metrics.c), Go's gTrackingPeriod: whoever makes
-     * the G runnable bumps trackseq and, one time in METRICS_TRACK_PERIOD,
-     * stamps runnableat (weft__nanotime); execute records and clears it.
-     * Ordered by the run queue's release/acquire like the G itself. */
-    uint8_t trackseq;
+    /* Scheduling latency (metrics.c), Go's gTrackingPeriod: a transition
+     * to runnable while runs % METRICS_TRACK_PERIOD == 0 is stamped here
+     * (runs does not change until execute, which records and clears it;
+     * runs counts transitions already, so nothing more is kept per
+     * switch). Ordered by the run queue like the G itself. */
     int64_t runnableat;    /* 0: not sampled */
 };
 
