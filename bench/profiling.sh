@@ -368,6 +368,23 @@ http_run() {
     return 0
 }
 
+# http_ratios WHAT MINRPS MAXCPU - the medians and RATIO lines of an
+# httpd part from rps_on/off and cpu_on/off: req/s on/off >= MINRPS, CPU
+# per request on/off <= MAXCPU.
+http_ratios() {
+    local x
+    stats "httpd $1=off" req/s "${rps_off[@]}"
+    x=$med
+    stats "httpd $1=on" req/s "${rps_on[@]}"
+    ratio "httpd_$1_rps" on/off "$(div "$med" "$x")" "" "$2"
+    if ((${#cpu_on[@]} && ${#cpu_off[@]})); then
+        stats "httpd $1=off" us-cpu/req "${cpu_off[@]}"
+        x=$med
+        stats "httpd $1=on" us-cpu/req "${cpu_on[@]}"
+        ratio "httpd_$1_cpu_per_req" on/off "$(div "$med" "$x")" "$3" ""
+    fi
+}
+
 # httpd_check PART - the tools and CPUs the httpd parts need; 1 with a
 # FAIL line printed when something is missing.
 httpd_check() {
@@ -411,18 +428,7 @@ if wanted cpu && httpd_check cpuprofile; then
             done
         done
         stop_httpd
-        if ((!http_bad)); then
-            stats "httpd cpuprofile=off" req/s "${rps_off[@]}"
-            x=$med
-            stats "httpd cpuprofile=on" req/s "${rps_on[@]}"
-            ratio httpd_cpuprofile_rps on/off "$(div "$med" "$x")" "" 0.98
-            if ((${#cpu_on[@]} && ${#cpu_off[@]})); then
-                stats "httpd cpuprofile=off" us-cpu/req "${cpu_off[@]}"
-                x=$med
-                stats "httpd cpuprofile=on" us-cpu/req "${cpu_on[@]}"
-                ratio httpd_cpuprofile_cpu_per_req on/off "$(div "$med" "$x")" 1.02 ""
-            fi
-        fi
+        ((http_bad)) || http_ratios cpuprofile 0.98 1.02
     fi
 fi
 
@@ -453,18 +459,7 @@ if wanted leak && httpd_check leakcheck; then
             stop_httpd
         done
     done
-    if ((!http_bad)); then
-        stats "httpd leakcheck=off" req/s "${rps_off[@]}"
-        x=$med
-        stats "httpd leakcheck=on" req/s "${rps_on[@]}"
-        ratio httpd_leakcheck_rps on/off "$(div "$med" "$x")" "" 0.99
-        if ((${#cpu_on[@]} && ${#cpu_off[@]})); then
-            stats "httpd leakcheck=off" us-cpu/req "${cpu_off[@]}"
-            x=$med
-            stats "httpd leakcheck=on" us-cpu/req "${cpu_on[@]}"
-            ratio httpd_leakcheck_cpu_per_req on/off "$(div "$med" "$x")" 1.01 ""
-        fi
-    fi
+    ((http_bad)) || http_ratios leakcheck 0.99 1.01
 fi
 
 # ---------------------------------------------------------- sync benches

@@ -195,4 +195,31 @@ static inline void wait_parked(int64_t id, int reason, int n)
     }
 }
 
+/* promtool_check - the real `promtool check metrics` must accept text
+ * silently (SKIP without promtool). Outside a runtime (it blocks). */
+static inline void promtool_check(const char *text)
+{
+    if (!harness_have_tool("promtool"))
+        SKIP("no promtool (scripts/deps.sh)");
+    char path[] = "/tmp/weft-promtool-XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT(fd >= 0);
+    size_t n = strlen(text);
+    ASSERT(write(fd, text, n) == (ssize_t)n);
+    close(fd);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "promtool check metrics < %s", path);
+    const char *const argv[] = {"/bin/sh", "-c", cmd, NULL};
+    static char out[64 * 1024], err[64 * 1024];
+    int status = 0;
+    int r = harness_run(argv, NULL, out, sizeof out, err, sizeof err,
+                        &status);
+    unlink(path);
+    ASSERT(r == 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || out[0] != '\0' ||
+        err[0] != '\0')
+        HARNESS_FAIL("promtool check metrics: status %d\nstdout:\n%s\n"
+                     "stderr:\n%s", status, out, err);
+}
+
 #endif
