@@ -114,7 +114,20 @@ struct weft__labels *weft__labels_tryref(struct weft__labels *l)
 
 struct weft__labels *weft__labels_of(struct g *gp)
 {
-    return weft__labels_tryref(__atomic_load_n(&gp->labels, __ATOMIC_ACQUIRE));
+    /* A set that just died was replaced first (store, then unref): its
+     * successor is in the field now, so look again while it moves. */
+    struct weft__labels *l = __atomic_load_n(&gp->labels, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < 8; i++) {
+        struct weft__labels *r = weft__labels_tryref(l);
+        if (r != NULL || l == NULL)
+            return r;
+        struct weft__labels *again =
+            __atomic_load_n(&gp->labels, __ATOMIC_ACQUIRE);
+        if (again == l)
+            return NULL;
+        l = again;
+    }
+    return NULL;
 }
 
 void weft__labels_read_begin(void)
