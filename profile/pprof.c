@@ -155,6 +155,13 @@ void weft__sprint(struct sbuf *b, const char *fmt, ...)
     free(big);
 }
 
+const char *weft__pprof_pseudo(uintptr_t pc)
+{
+    return pc == PPROF_PC_SCHED         ? "weft.scheduler"
+           : pc == PPROF_PC_UNAVAILABLE ? "weft.stack_unavailable"
+                                        : NULL;
+}
+
 #if !WEFT_HAVE_PPROF
 
 struct pprof *weft__pprof_new(enum pprof_kind kind, int64_t period,
@@ -336,7 +343,8 @@ oom:
 /* fill - the lines of a new location: the inline chain at its pc. */
 static void fill(struct pprof *b, PbLocation *l, uintptr_t pc, bool exact)
 {
-    if (pc == PPROF_PC_SCHED) {
+    const char *pseudo = weft__pprof_pseudo(pc);
+    if (pseudo != NULL) {
         l->address = 0;
         l->line = calloc(1, sizeof *l->line);
         if (l->line == NULL)
@@ -346,7 +354,7 @@ static void fill(struct pprof *b, PbLocation *l, uintptr_t pc, bool exact)
             goto oom;
         l->n_line = 1;
         perftools__profiles__line__init(l->line[0]);
-        l->line[0]->function_id = function(b, "weft.scheduler", NULL);
+        l->line[0]->function_id = function(b, pseudo, NULL);
         return;
     }
     l->address = exact ? pc : pc - 1;

@@ -63,9 +63,15 @@ enum pprof_kind {
     PPROF_MUTEX,        /* contentions/count, delay/nanoseconds */
 };
 
-/* A pseudo-PC for time spent in weft's scheduler (a CPU sample taken on
- * an M's own stack): the builder names it "weft.scheduler". */
+/* Pseudo-PCs, below any mapping, that the builder and the text writers
+ * name (weft__pprof_pseudo): time spent in weft's scheduler (a CPU
+ * sample taken on an M's own stack), and a coroutine whose stack no
+ * snapshot could read (running on an M that did not answer the freeze:
+ * the dump's "stack unavailable"). A sample with no location at all
+ * would count in pprof's total and under no node. */
 #define PPROF_PC_SCHED ((uintptr_t)1)
+#define PPROF_PC_UNAVAILABLE ((uintptr_t)2)
+const char *weft__pprof_pseudo(uintptr_t pc); /* its name, or NULL */
 
 struct pprof;
 /*

@@ -532,6 +532,8 @@ struct rec {
 
 static bool allhidden(uintptr_t pc, bool exact)
 {
+    if (weft__pprof_pseudo(pc) != NULL)
+        return false;
     const struct sym *s = weft__symbolize(pc, exact);
     if (s == NULL || s->n == 0)
         return false;
@@ -693,7 +695,10 @@ static void frames(struct sbuf *b, const uintptr_t *pc, int n, bool exact,
     for (int i = 0; i < n || (n == 0 && nl == 0); i++) {
         bool ex = exact && i == 0;
         uintptr_t addr = n == 0 ? 0 : ex ? pc[i] : pc[i] - 1;
-        const struct sym *s = n == 0 ? NULL : weft__symbolize(pc[i], ex);
+        const char *pseudo = n == 0 ? NULL : weft__pprof_pseudo(pc[i]);
+        const struct sym *s = n == 0 || pseudo != NULL
+                                  ? NULL
+                                  : weft__symbolize(pc[i], ex);
         int nf = s != NULL && strcmp(s->f[s->n - 1].func, "??") != 0 ? s->n
                                                                       : 0;
         for (int k = 0; k < (nf ? nf : 1); k++) {
@@ -718,6 +723,10 @@ static void frames(struct sbuf *b, const uintptr_t *pc, int n, bool exact,
             if (addr == 0)
                 strcpy(t->cell[1], "0x0");
             t->ncell = 2;
+            if (pseudo != NULL) {
+                snprintf(t->cell[2], sizeof t->cell[2], "%s+0x0", pseudo);
+                t->ncell = 3;
+            }
             if (nf == 0)
                 continue;
             const struct symf *f = &s->f[k];
@@ -882,13 +891,16 @@ static int goroutines(int fd, int debug)
     long ng = weft__gstacks(&gs);
     if (ng < 0)
         return (int)ng;
+    /* A G whose stack could not be read gets a named frame: with none,
+     * pprof counts it in the total and under no node. */
+    static const uintptr_t unavailable[1] = {PPROF_PC_UNAVAILABLE};
     struct rec *r = calloc((size_t)ng + 1, sizeof *r);
     int e = WEFT_ENOMEM;
     if (r != NULL) {
         for (long i = 0; i < ng; i++)
-            r[i] = (struct rec){.pc = gs[i].pc,
-                                .n = (int)gs[i].n,
-                                .exact = gs[i].exact,
+            r[i] = (struct rec){.pc = gs[i].n ? gs[i].pc : unavailable,
+                                .n = gs[i].n ? (int)gs[i].n : 1,
+                                .exact = gs[i].n ? gs[i].exact : true,
                                 .l = gs[i].labels,
                                 .v = {1, 0}};
         trim(r, (size_t)ng);

@@ -22,6 +22,7 @@
  */
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 
@@ -289,6 +290,68 @@ TEST(goroutine_parked_counts)
     ASSERT_EQ(sum, gcount);
     ASSERT_EQ(top_total(pprof("-symbolize=none", "-top", paths[1], NULL)),
               gcount);
+    if (!getenv("KEEP")) cleanup();
+}
+
+/* ---------------------------------------------------- unavailable stacks */
+
+/* A coroutine whose M blocks the freeze signal keeps running through a
+ * goroutine profile: its stack cannot be read, and the sample must still
+ * land on a node (with none, pprof counts it in the total and nowhere
+ * else), carrying its labels. */
+static _Atomic int spinstate; /* 1: spinning with SIGURG blocked; 2: stop */
+
+__attribute__((noinline)) static void urgblocked(void *arg)
+{
+    (void)arg;
+    ASSERT_EQ(weft_label_set("spin", "yes"), 0);
+    sigset_t urg, old;
+    sigemptyset(&urg);
+    sigaddset(&urg, SIGURG);
+    ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &urg, &old), 0);
+    atomic_store(&spinstate, 1);
+    while (atomic_load(&spinstate) != 2)
+        __asm__ volatile("" ::: "memory");
+    ASSERT_EQ(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
+    weft_waitgroup_done(&gwg);
+}
+
+static int unavailable_main(void *arg)
+{
+    (void)arg;
+    weft_waitgroup_add(&gwg, 1);
+    ASSERT_GT(weft_go(urgblocked, NULL), 0);
+    while (atomic_load(&spinstate) != 1)
+        weft_sleep(1 * MS);
+    gcount = weft_profile_count("goroutine");
+    writep("goroutine", 0, paths[0]);
+    writep("goroutine", 1, paths[1]);
+    atomic_store(&spinstate, 2);
+    weft_waitgroup_wait(&gwg);
+    return 0;
+}
+
+TEST(goroutine_unavailable_stack_named)
+{
+    NEED_GO();
+    tpath(0, "u.pb");
+    tpath(1, "u.txt");
+    run(2, unavailable_main, NULL);
+    ASSERT_EQ(gcount, 2);
+    const char *top = pprof("-top", paths[0], NULL);
+    ASSERT_EQ(top_total(top), 2);
+    ASSERT_EQ(top_shown(top), 2);
+    ASSERT(strstr(top, "weft.stack_unavailable") != NULL);
+    ASSERT_EQ(top_shown(pprof("-tagfocus=spin=yes", "-nodefraction=0",
+                              "-focus=weft.stack_unavailable", "-top",
+                              paths[0], NULL)),
+              1);
+    /* debug=1 names it too, and go tool pprof reads the text. */
+    char *txt = slurp(paths[1]);
+    ASSERT(strstr(txt, "\tweft.stack_unavailable+0x0\n") != NULL);
+    ASSERT(strstr(txt, "# labels: {\"spin\":\"yes\"}") != NULL);
+    ASSERT_EQ(top_shown(pprof("-symbolize=none", "-top", paths[1], NULL)),
+              2);
     if (!getenv("KEEP")) cleanup();
 }
 
