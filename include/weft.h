@@ -611,7 +611,8 @@ WEFT_EXTERN int weft_getaddrinfo(const char *node, const char *service,
  * (what Ctrl+\ prints, without the signal preamble; what Go's
  * runtime.Stack and /debug/pprof/goroutine?debug=2 print): the caller
  * first, then every other live coroutine, each as a header
- * "goroutine N [wait reason, M minutes]:", its frames (function, then
+ * "goroutine N [wait reason, M minutes]:" (an IO wait adds ", fd N", a
+ * named coroutine ", name=..."), its frames (function, then
  * file:line +0xoffset from DWARF) and "created by F in goroutine P".
  * Coroutines running on other threads are briefly stopped by a signal
  * to read their stacks; one whose thread does not answer within 100 ms is

@@ -264,11 +264,12 @@ static void clearword(_Atomic uint64_t *w, uint64_t token)
         atomic_compare_exchange_strong(w, &v, PD_NIL);
 }
 
-/* weft__pd_wait - park until pd (generation seq) is ready for mode
- * (WEFT_READ and/or WEFT_WRITE) or deadline passes. Returns 0 (retry the
- * call), WEFT_ETIMEDOUT, WEFT_ECLOSED, WEFT_EBUSY (another G waits on
- * that direction). */
-int weft__pd_wait(struct pd *pd, uint32_t seq, int mode, int64_t deadline)
+/* weft__pd_wait - park until pd (fd's, generation seq) is ready for
+ * mode (WEFT_READ and/or WEFT_WRITE) or deadline passes. Returns 0 (retry
+ * the call), WEFT_ETIMEDOUT, WEFT_ECLOSED, WEFT_EBUSY (another G waits on
+ * that direction). fd is only for dumps ("IO wait, fd N"). */
+int weft__pd_wait(struct pd *pd, int fd, uint32_t seq, int mode,
+                  int64_t deadline)
 {
     struct pdpark pa = {.nw = 0, .deadline = deadline};
     if (mode & WEFT_READ)
@@ -310,6 +311,7 @@ int weft__pd_wait(struct pd *pd, uint32_t seq, int mode, int64_t deadline)
     struct g *gp = weft__getg();
     uint64_t wseq = weft__wait_prepare(gp);
     pa.token = ((uint64_t)gp->idx + 1) << 32 | (uint32_t)wseq;
+    __atomic_store_n(&gp->waitfd, fd, __ATOMIC_RELAXED);
     atomic_fetch_add(&nwaiters, 1);
     weft__park(commit, &pa, WR_IO_WAIT);
     atomic_fetch_sub(&nwaiters, 1);

@@ -158,7 +158,7 @@ WEFT_EXTERN int weft_fd_wait(int fd, int events, int64_t deadline)
         }
         if (plain)
             return events; /* files are always ready */
-        if ((rc = weft__pd_wait(pd, seq, events, deadline)) < 0)
+        if ((rc = weft__pd_wait(pd, fd, seq, events, deadline)) < 0)
             return rc;
     }
 }
@@ -205,7 +205,7 @@ static ssize_t readsome(int fd, const struct iovec *iov, int iovcnt,
          * a short read proves nothing, so read on to the 0. */
         if (LOAD(&pd->drained) == me && len > 0 &&
             !atomic_load(&pd->hup) &&
-            (rc = weft__pd_wait(pd, seq, WEFT_READ, deadline)) < 0)
+            (rc = weft__pd_wait(pd, fd, seq, WEFT_READ, deadline)) < 0)
             return rc;
     }
     for (;;) {
@@ -225,7 +225,7 @@ static ssize_t readsome(int fd, const struct iovec *iov, int iovcnt,
             continue;
         if (errno != EAGAIN || plain)
             return ioerr(pd, seq, plain, errno);
-        if ((rc = weft__pd_wait(pd, seq, WEFT_READ, deadline)) < 0)
+        if ((rc = weft__pd_wait(pd, fd, seq, WEFT_READ, deadline)) < 0)
             return rc;
     }
 }
@@ -329,7 +329,7 @@ static ssize_t writeall(int fd, const struct iovec *iov, int iovcnt,
             ret = ioerr(pd, seq, plain, errno);
             break;
         }
-        if ((rc = weft__pd_wait(pd, seq, WEFT_WRITE, deadline)) < 0) {
+        if ((rc = weft__pd_wait(pd, fd, seq, WEFT_WRITE, deadline)) < 0) {
             ret = rc;
             break;
         }
@@ -701,7 +701,7 @@ static int accept_at(int lfd, struct sockaddr *addr, socklen_t *addrlen,
             continue;
         case EAGAIN:
             backoff = 0;
-            if ((rc = weft__pd_wait(pd, seq, WEFT_READ, deadline)) < 0)
+            if ((rc = weft__pd_wait(pd, lfd, seq, WEFT_READ, deadline)) < 0)
                 return rc;
             continue;
         case EMFILE:
@@ -761,7 +761,7 @@ static int connectone(const struct sockaddr *sa, socklen_t len,
         goto fail;
     }
     for (;;) {
-        if ((rc = weft__pd_wait(pd, seq, WEFT_WRITE, deadline)) < 0)
+        if ((rc = weft__pd_wait(pd, fd, seq, WEFT_WRITE, deadline)) < 0)
             goto fail;
         int soerr = 0;
         socklen_t sl = sizeof soerr;

@@ -67,7 +67,8 @@ enum { PD_ADOPT, PD_NEW, PD_NEWSTREAM };
 int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc,
                    int how);
 bool weft__pd_busy(struct pd *pd, int mode);
-int weft__pd_wait(struct pd *pd, uint32_t seq, int mode, int64_t deadline);
+int weft__pd_wait(struct pd *pd, int fd, uint32_t seq, int mode,
+                  int64_t deadline);
 bool weft__pd_close(int fd);
 void weft__pd_netready(uint64_t data, bool r, bool w, bool hup,
                        struct g **list);

@@ -290,6 +290,7 @@ struct snap {
     uintptr_t spawnpc;
     uint32_t status, runs;
     uint8_t wr;
+    int32_t fd;       /* wr == WR_IO_WAIT: the fd */
     bool unavailable; /* running on an M that did not answer */
     bool cut;         /* more frames than TB_MAX */
     bool fresh;       /* unwound now: cache it after the thaw */
@@ -324,8 +325,15 @@ static void header(struct out *o, const struct snap *sn, int64_t now)
             puts_(o, " minutes");
         }
     }
-    /* A name rides as one more bracket item, which panicparse skips;
-     * characters that would end the item or the header are replaced. */
+    /* The fd of an IO wait and a name ride as more bracket items, which
+     * panicparse skips (Go shows no fd: which of a server's sockets a
+     * goroutine waits on is what a stuck server's dump needs). In a
+     * name, characters that would end the item or the header are
+     * replaced. */
+    if (st == G_WAITING && wr == WR_IO_WAIT) {
+        puts_(o, ", fd ");
+        puti(o, sn->fd);
+    }
     if (sn->name[0] != '\0') {
         char nm[G_NAME_MAX];
         size_t i = 0;
@@ -497,6 +505,7 @@ static RACY void take(struct dump *d, struct g *gp, const struct tbuf *t)
         .status = st,
         .runs = __atomic_load_n(&gp->runs, __ATOMIC_RELAXED),
         .wr = __atomic_load_n(&gp->waitreason, __ATOMIC_RELAXED),
+        .fd = __atomic_load_n(&gp->waitfd, __ATOMIC_RELAXED),
         .off = d->nframe,
     };
     if (gp->name != NULL)
@@ -746,6 +755,7 @@ RACY long weft__gstacks(struct gstack **out)
                 .waitsince = sn->waitsince,
                 .status = sn->status,
                 .waitreason = sn->wr,
+                .waitfd = sn->fd,
                 .self = sn->g == cur,
                 .labels = lbl[i],
                 .exact = sn->nf > 0 && d->pool[sn->off].exact,
@@ -771,7 +781,8 @@ size_t weft__gstack_text(const struct gstack *gs, int level, char *buf,
     struct out o = {.fd = -1, .buf = buf, .cap = cap};
     struct snap sn = {.id = gs->id, .parentid = gs->parentid,
                       .waitsince = gs->waitsince, .spawnpc = gs->spawnpc,
-                      .status = gs->status, .wr = gs->waitreason};
+                      .status = gs->status, .wr = gs->waitreason,
+                      .fd = gs->waitfd};
     header(&o, &sn, weft__nanotime());
     uint32_t n = gs->n < TB_MAX ? gs->n : TB_MAX;
     t.n = (int)n;

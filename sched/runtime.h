@@ -207,6 +207,8 @@ struct g {
                             * cached stack (tbcache) is good while equal.
                             * In the first line with status: execute
                             * touches both on every switch */
+    int32_t waitfd;        /* owner (relaxed atomic): the fd of its last
+                            * IO wait; dumps read it under WR_IO_WAIT */
     int64_t id;            /* immutable while alive; never reused */
     uintptr_t spawnpc;     /* creator's call site */
     int64_t parentid;      /* immutable while alive */
@@ -752,6 +754,7 @@ struct gstack {
     int64_t waitsince;           /* g->waitsince (coarse clock) */
     uint32_t status;             /* G_* */
     uint8_t waitreason;          /* WR_*, meaningful when G_WAITING */
+    int32_t waitfd;              /* the fd, when waitreason is WR_IO_WAIT */
     bool self;                   /* the caller's own G */
     struct weft__labels *labels; /* a reference the caller drops, or NULL */
     bool exact;                  /* pc[0] is where it stood (never ran) */

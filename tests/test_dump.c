@@ -779,9 +779,18 @@ static void check_parker(const struct doc *d, const struct parker *pk,
     if (g == NULL)
         FAIL("%s: goroutine %lld is not in the dump", pk->func,
              (long long)pk->id);
-    if (strcmp(g->state, pk->state) != 0)
+    /* An IO wait names its fd: [IO wait, fd N]. */
+    char want[64];
+    int fd = pk->fn == park_read     ? sv_read[0]
+             : pk->fn == park_accept ? lfd
+             : pk->fn == park_fd_wait ? sv_wait[0]
+                                      : -1;
+    snprintf(want, sizeof want, "%s", pk->state);
+    if (fd >= 0)
+        snprintf(want, sizeof want, "%s, fd %d", pk->state, fd);
+    if (strcmp(g->state, want) != 0)
         FAIL("%s: goroutine %lld [%s], expected [%s]", pk->func,
-             (long long)pk->id, g->state, pk->state);
+             (long long)pk->id, g->state, want);
     static struct frame f[MAXFRAMES];
     int n = frames(g, f);
     int i = frame_index(f, n, pk->func);
