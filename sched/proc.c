@@ -143,8 +143,10 @@ static inline __attribute__((always_inline)) void switchto(struct ctx *save, voi
         __sanitizer_finish_switch_fiber(fake ? *fake : NULL, NULL, NULL);
 }
 
-/* execute - make gp the running G of mp. Caller switches to it next. */
-static inline __attribute__((always_inline)) void execute(struct m *mp, struct g *gp)
+/* execute - make gp the running G of mp. Caller switches to it next.
+ * inherit: gp came from runnext and continues its readier's slice. */
+static inline __attribute__((always_inline)) void
+execute(struct m *mp, struct g *gp, bool inherit)
 {
     struct p *pp = mp->p;
     __atomic_store_n(&mp->curg, gp, __ATOMIC_RELAXED);
@@ -152,6 +154,8 @@ static inline __attribute__((always_inline)) void execute(struct m *mp, struct g
     uint32_t runs = gp->runs;
     __atomic_store_n(&gp->runs, runs + 1, __ATOMIC_RELAXED);
     STORE(&pp->schedtick, LOAD(&pp->schedtick) + 1);
+    if (!inherit)
+        STORE(&pp->slicetick, LOAD(&pp->slicetick) + 1);
     if (unlikely(LOAD(&gp->preempt)) &&
         atomic_exchange_explicit(&gp->preempt, 0, memory_order_relaxed))
         attention_add(-1);
@@ -170,10 +174,10 @@ static inline __attribute__((always_inline)) void trackrunnable(struct g *gp)
 }
 
 /* Switch from G gp to G next on mp; returns when gp runs again. */
-static inline __attribute__((always_inline)) void gswitch(struct m *mp, struct g *gp, struct g *next,
-                           bool dying)
+static inline __attribute__((always_inline)) void
+gswitch(struct m *mp, struct g *gp, struct g *next, bool inherit, bool dying)
 {
-    execute(mp, next);
+    execute(mp, next, inherit);
     switchto(&gp->ctx, dying ? NULL : &gp->asan_fake, &next->ctx,
              (void *)next->stk.lo, next->stk.hi - next->stk.lo,
              next->tsan_fiber);
@@ -255,8 +259,9 @@ static inline bool timersdue(struct p *pp)
 }
 
 /* fastnext - a G to switch to directly from a G, or NULL when g0 must
- * decide (global queue fairness, timers due, shutdown, empty queue). */
-static inline struct g *fastnext(struct p *pp)
+ * decide (global queue fairness, timers due, shutdown, empty queue).
+ * *inherit: see weft__runqget. */
+static inline struct g *fastnext(struct p *pp, bool *inherit)
 {
     if (unlikely(attention() != 0))
         return NULL;
@@ -265,14 +270,16 @@ static inline struct g *fastnext(struct p *pp)
         return NULL;
     if (unlikely(timersdue(pp)))
         return NULL;
-    return weft__runqget(pp);
+    return weft__runqget(pp, inherit);
 }
 
 /* leave - the one way a G gives up its M: set its new status, record how
- * its transition completes (after), and switch to next, or to g0 when
- * next is NULL. Returns when gp runs again (never if status is DEAD). */
+ * its transition completes (after), and switch to next (inherit: from
+ * fastnext), or to g0 when next is NULL. Returns when gp runs again
+ * (never if status is DEAD). */
 static inline __attribute__((always_inline)) void
-leave(struct m *mp, struct g *gp, uint32_t status, int after, struct g *next)
+leave(struct m *mp, struct g *gp, uint32_t status, int after, struct g *next,
+      bool inherit)
 {
     bool dying = status == G_DEAD;
     STORE(&gp->status, status);
@@ -287,7 +294,7 @@ leave(struct m *mp, struct g *gp, uint32_t status, int after, struct g *next)
     mp->after = after;
     mp->afterg = gp;
     if (next != NULL)
-        gswitch(mp, gp, next, dying);
+        gswitch(mp, gp, next, inherit, dying);
     else
         g0switch(mp, gp, dying);
     runafter(weft__getm());
@@ -537,7 +544,7 @@ static int64_t spawn(weft_fn fn, void *arg, const weft_go_opts_t *opts,
          * its children finish. Let them run (and give their stacks back
          * to this P's cache) before spawning more, instead of building
          * an unbounded backlog of fresh stacks in the global queue. */
-        leave(mp, gp, G_RUNNABLE, AFTER_PREEMPT, NULL);
+        leave(mp, gp, G_RUNNABLE, AFTER_PREEMPT, NULL, false);
     }
     return id;
 }
@@ -563,7 +570,9 @@ static _Noreturn void goexit(void)
         __atomic_store_n(&gp->labels, NULL, __ATOMIC_RELAXED);
         weft__labels_unref(l);
     }
-    leave(mp, gp, G_DEAD, AFTER_EXIT, fastnext(mp->p));
+    bool inherit = false;
+    struct g *next = fastnext(mp->p, &inherit);
+    leave(mp, gp, G_DEAD, AFTER_EXIT, next, inherit);
     weft__throw("weft: goexit - dead G resumed");
 }
 
@@ -596,7 +605,9 @@ void weft__park(unlockf f, void *arg, int reason)
                      __ATOMIC_RELAXED);
     mp->afterunlock = f;
     mp->afterarg = arg;
-    leave(mp, gp, G_WAITING, AFTER_PARK, fastnext(mp->p));
+    bool inherit = false;
+    struct g *next = fastnext(mp->p, &inherit);
+    leave(mp, gp, G_WAITING, AFTER_PARK, next, inherit);
 }
 
 /* weft__ready - make parked gp runnable on the current P, next in line.
@@ -691,7 +702,8 @@ WEFT_EXTERN int weft_yield(void)
     if (gp == NULL || gp->syscallp)
         return WEFT_ENOTCORO;
     struct p *pp = mp->p;
-    struct g *next = fastnext(pp);
+    bool inherit = false;
+    struct g *next = fastnext(pp, &inherit);
     if (next == NULL && attention() == 0 &&
         LOAD(&weft__sched.runqsize) == 0 && !timersdue(pp)) {
         /* Nobody else to run here. Count a tick all the same, as Go's
@@ -700,7 +712,7 @@ WEFT_EXTERN int weft_yield(void)
         STORE(&pp->schedtick, LOAD(&pp->schedtick) + 1);
         return 0;
     }
-    leave(mp, gp, G_RUNNABLE, AFTER_YIELD, next);
+    leave(mp, gp, G_RUNNABLE, AFTER_YIELD, next, inherit);
     return 0;
 }
 
@@ -716,7 +728,7 @@ static void honourpreempt(struct m *mp, struct g *gp)
     if (!flagged && !(attention() & ATTN_EXITING))
         return;
     __atomic_store_n(&gp->waitreason, WR_PREEMPTED, __ATOMIC_RELAXED);
-    leave(mp, gp, G_RUNNABLE, AFTER_PREEMPT, NULL);
+    leave(mp, gp, G_RUNNABLE, AFTER_PREEMPT, NULL, false);
 }
 
 WEFT_EXTERN void weft__checkpoint_slow(void)
@@ -828,7 +840,7 @@ static struct m *allocm(void)
  * the global queue first. Caller holds sched.lock and owns pp. */
 static void pidleput_drain(struct p *pp)
 {
-    for (struct g *gp; (gp = weft__runqget(pp)) != NULL;)
+    for (struct g *gp; (gp = weft__runqget(pp, NULL)) != NULL;)
         weft__globrunqput(gp);
     pidleput(pp);
 }
@@ -1066,7 +1078,7 @@ static struct g *stealwork(struct m *mp, struct p *pp, int64_t now,
                 if (w != 0 && w <= now) {
                     weft__checktimers(p2, now);
                     *ranTimers = true;
-                    struct g *gp = weft__runqget(pp);
+                    struct g *gp = weft__runqget(pp, NULL);
                     if (gp != NULL)
                         return gp;
                 }
@@ -1084,8 +1096,9 @@ static struct g *stealwork(struct m *mp, struct p *pp, int64_t now,
 }
 
 /* findrunnable - a G to run on mp, blocking until there is one; NULL
- * when the runtime is shutting down. Runs on g0. */
-static struct g *findrunnable(struct m *mp)
+ * when the runtime is shutting down. *inherit: see weft__runqget (only
+ * a G from this P's runnext inherits). Runs on g0. */
+static struct g *findrunnable(struct m *mp, bool *inherit)
 {
     struct g *gp;
 top:
@@ -1106,7 +1119,7 @@ top:
         if (gp != NULL)
             return gp;
     }
-    if ((gp = weft__runqget(pp)) != NULL)
+    if ((gp = weft__runqget(pp, inherit)) != NULL)
         return gp;
     if (LOAD(&weft__sched.runqsize) > 0) {
         weft__lock(&weft__sched.lock);
@@ -1240,14 +1253,15 @@ static void schedule_loop(struct m *mp)
         } else {
             runafter(mp);
         }
+        bool inherit = false;
         if (gp == NULL) {
-            gp = findrunnable(mp);
+            gp = findrunnable(mp, &inherit);
             if (gp == NULL)
                 return;
             if (LOAD(&mp->spinning))
                 resetspinning(mp);
         }
-        execute(mp, gp);
+        execute(mp, gp, inherit);
         switchto(&mp->g0ctx, &mp->g0_asan_fake, &gp->ctx,
                  (void *)gp->stk.lo, gp->stk.hi - gp->stk.lo,
                  gp->tsan_fiber);
@@ -1361,7 +1375,7 @@ WEFT_EXTERN int weft_syscall_exit(void)
         STORE(&gp->status, G_RUNNING);
         return 0;
     }
-    leave(mp, gp, G_RUNNABLE, AFTER_EXITSYSCALL, NULL);
+    leave(mp, gp, G_RUNNABLE, AFTER_EXITSYSCALL, NULL, false);
     return 0;
 }
 

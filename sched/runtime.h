@@ -433,6 +433,12 @@ struct p {
     struct m *_Atomic m;           /* owner M, NULL if idle */
     struct p *link;                /* sched.lock: idle list */
     _Atomic uint32_t schedtick;    /* owner writes; incremented per execute */
+    _Atomic uint32_t slicetick;    /* owner writes; per execute that starts
+                                    * a time slice: not one from runnext,
+                                    * which inherits its readier's (sysmon
+                                    * preempts a slice 10 ms old, so a
+                                    * ping-pong pair cannot starve the
+                                    * rest of its P) */
     _Atomic uint32_t syscalltick;  /* owner writes; per syscall enter */
 
     /* Run queue: owner pushes at tail, anyone CAS-pops at head. */
@@ -454,8 +460,8 @@ struct p {
     int32_t ntimers, timerscap;
 
     /* sysmon's view, touched only by sysmon */
-    uint32_t sm_schedtick, sm_syscalltick;
-    int64_t sm_schedwhen, sm_syscallwhen;
+    uint32_t sm_slicetick, sm_syscalltick;
+    int64_t sm_slicewhen, sm_syscallwhen;
     struct g *sm_preempted;  /* the G it last flagged here, until settled */
     uint32_t sm_preempttick; /* schedtick when it flagged it */
 
@@ -627,8 +633,9 @@ static inline void weft__runqput(struct p *pp, struct g *gp, bool next)
 }
 
 /* weft__runqget - next G to run from pp: runnext, then the ring head.
- * Owner P only. */
-static inline struct g *weft__runqget(struct p *pp)
+ * *inherit (if not NULL): it came from runnext, so it shares the time
+ * slice of the G that readied it (Go's inheritTime). Owner P only. */
+static inline struct g *weft__runqget(struct p *pp, bool *inherit)
 {
     struct g *next = LOAD(&pp->runnext);
     /* Only the owner sets runnext, so if the CAS fails a stealer took
@@ -636,8 +643,13 @@ static inline struct g *weft__runqget(struct p *pp)
     if (next != NULL &&
         atomic_compare_exchange_strong_explicit(&pp->runnext, &next, NULL,
                                                 memory_order_acquire,
-                                                memory_order_relaxed))
+                                                memory_order_relaxed)) {
+        if (inherit != NULL)
+            *inherit = true;
         return next;
+    }
+    if (inherit != NULL)
+        *inherit = false;
     for (;;) {
         uint32_t h = LOADACQ(&pp->runqhead);
         uint32_t t = LOAD(&pp->runqtail);

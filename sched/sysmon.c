@@ -6,9 +6,9 @@
  *  1. retakes Ps whose M has been in a syscall for more than 20 us when
  *     there is other work for them (or for more than 10 ms regardless),
  *     and hands them to another M (handoffp);
- *  2. flags the G running on a P whose schedtick has not moved for
- *     10 ms: preemption is cooperative, honoured at the G's next weft
- *     call or weft_checkpoint();
+ *  2. flags the G running on a P whose time slice (slicetick: Gs from
+ *     runnext inherit it) is 10 ms old: preemption is cooperative,
+ *     honoured at the G's next weft call or weft_checkpoint();
  *  3. starts an M when a timer is overdue and nobody is in the poller,
  *     or when a P has queued work while another P idles and no M spins;
  *  4. keeps weft__coarsenow fresh (the "waiting since" clock);
@@ -103,14 +103,18 @@ static uint32_t retake(int64_t now)
                 weft__wakep();
                 n++;
             }
-            uint32_t t = LOAD(&pp->schedtick);
-            if (t != pp->sm_schedtick) {
-                pp->sm_schedtick = t;
-                pp->sm_schedwhen = now;
-            } else if (now - pp->sm_schedwhen >= PREEMPT_NS) {
+            /* A slice, not a switch: Gs handed on through runnext (a
+             * ping-pong pair) keep their slice and are preempted after
+             * 10 ms like one long-running G, or the rest of the P's
+             * queue would wait for as long as they talk. */
+            uint32_t t = LOAD(&pp->slicetick);
+            if (t != pp->sm_slicetick) {
+                pp->sm_slicetick = t;
+                pp->sm_slicewhen = now;
+            } else if (now - pp->sm_slicewhen >= PREEMPT_NS) {
                 pp->sm_preempted = weft__preemptone(pp);
-                pp->sm_preempttick = t;
-                pp->sm_schedwhen = now; /* ask again in 10 ms */
+                pp->sm_preempttick = LOAD(&pp->schedtick);
+                pp->sm_slicewhen = now; /* ask again in 10 ms */
                 n++;
             }
         }

@@ -74,7 +74,7 @@ static void world_init(struct world *w, int np, int64_t total, unsigned seed)
 static void world_finish(struct world *w)
 {
     for (int i = 0; i < w->np; i++)
-        for (struct g *gp; (gp = weft__runqget(w->ps[i])) != NULL;)
+        for (struct g *gp; (gp = weft__runqget(w->ps[i], NULL)) != NULL;)
             take(w, gp);
     for (;;) {
         weft__lock(&weft__sched.lock);
@@ -83,7 +83,7 @@ static void world_finish(struct world *w)
         if (gp == NULL)
             break;
         take(w, gp);
-        for (struct g *g2; (g2 = weft__runqget(w->ps[0])) != NULL;)
+        for (struct g *g2; (g2 = weft__runqget(w->ps[0], NULL)) != NULL;)
             take(w, g2);
     }
     ASSERT_EQ(LOAD(&weft__sched.runqsize), 0);
@@ -117,7 +117,7 @@ static void *work(void *arg)
                 weft__runqput(pp, &w->gs[id], rand_r(&seed) % 3 == 0);
             }
         } else if (r < 80) {
-            struct g *gp = weft__runqget(pp);
+            struct g *gp = weft__runqget(pp, NULL);
             if (gp != NULL)
                 take(w, gp);
         } else if (r < 95) {
@@ -140,7 +140,7 @@ static void *work(void *arg)
     }
 drain:
     /* Own queue only: others drain theirs; the global one at the end. */
-    for (struct g *gp; (gp = weft__runqget(pp)) != NULL;)
+    for (struct g *gp; (gp = weft__runqget(pp, NULL)) != NULL;)
         take(w, gp);
     return NULL;
 }
@@ -199,7 +199,7 @@ static void *owner(void *arg)
         }
         int k = rand_r(&seed) % 8;
         for (int i = 0; i < k; i++) {
-            struct g *gp = weft__runqget(pp);
+            struct g *gp = weft__runqget(pp, NULL);
             if (gp == NULL)
                 break;
             take(w, gp);
@@ -220,7 +220,7 @@ static void *thief(void *arg)
         if (gp == NULL)
             continue;
         take(w, gp);
-        while ((gp = weft__runqget(mine)) != NULL)
+        while ((gp = weft__runqget(mine, NULL)) != NULL)
             take(w, gp);
     }
     return NULL;
@@ -258,15 +258,15 @@ TEST(runq_fifo_and_runnext)
         weft__runqput(pp, &gs[i], false);
     ASSERT_EQ(weft__runqlen(pp), 10);
     for (int i = 0; i < 10; i++)
-        ASSERT_EQ(weft__runqget(pp)->id, i);
-    ASSERT(weft__runqget(pp) == NULL);
+        ASSERT_EQ(weft__runqget(pp, NULL)->id, i);
+    ASSERT(weft__runqget(pp, NULL) == NULL);
     /* runnext runs first; a new runnext kicks the old one to the tail */
     weft__runqput(pp, &gs[0], false);
     weft__runqput(pp, &gs[1], true);
     weft__runqput(pp, &gs[2], true);
-    ASSERT_EQ(weft__runqget(pp)->id, 2);
-    ASSERT_EQ(weft__runqget(pp)->id, 0);
-    ASSERT_EQ(weft__runqget(pp)->id, 1);
+    ASSERT_EQ(weft__runqget(pp, NULL)->id, 2);
+    ASSERT_EQ(weft__runqget(pp, NULL)->id, 0);
+    ASSERT_EQ(weft__runqget(pp, NULL)->id, 1);
     ASSERT(weft__runqempty(pp));
     /* overflow: 257th put spills half the ring plus the new G */
     for (int i = 0; i < RUNQ_SIZE + 1; i++)

@@ -735,6 +735,100 @@ TEST_TIMEOUT(preempt_honoured_by_weft_go, 30)
     run(1, preempt_go_body, &p);
 }
 
+/* Ping-pong pairs on one P: each hand-off puts the partner in runnext,
+ * which always runs next, so without time-slice inheritance a pair held
+ * the P for as long as it talked (8 pairs: one did 1.6 M round trips,
+ * the others none after the first). The partner inherits the slice,
+ * sysmon preempts it after 10 ms, and every pair gets turns. Nothing
+ * else may rotate the P here (no timers, main parked on a wait group):
+ * a plain thread watches. */
+enum { NPAIRS = 8 };
+struct pingpair {
+    weft_chan_t *ping, *pong;
+    _Atomic int64_t trips;
+};
+static _Atomic int pp_stop;
+static weft_waitgroup_t pp_wg = WEFT_WAITGROUP_INIT;
+
+static void pp_ponger(void *arg)
+{
+    struct pingpair *pp = arg;
+    int v;
+    while (weft_chan_recv(pp->ping, &v) == 0)
+        EXPECT_OK(weft_chan_send(pp->pong, &v));
+    weft_waitgroup_done(&pp_wg);
+}
+
+static void pp_pinger(void *arg)
+{
+    struct pingpair *pp = arg;
+    for (int v = 0; !atomic_load(&pp_stop); v++) {
+        EXPECT_OK(weft_chan_send(pp->ping, &v));
+        int w;
+        EXPECT_OK(weft_chan_recv(pp->pong, &w));
+        ASSERT_EQ(w, v);
+        atomic_fetch_add_explicit(&pp->trips, 1, memory_order_relaxed);
+    }
+    weft_chan_close(pp->ping);
+    weft_waitgroup_done(&pp_wg);
+}
+
+static int pingpairs_body(void *arg)
+{
+    struct pingpair *pairs = arg;
+    EXPECT_OK(weft_waitgroup_add(&pp_wg, 2 * NPAIRS));
+    for (int i = 0; i < NPAIRS; i++) {
+        EXPECT_OK(weft_chan_new(&pairs[i].ping, sizeof(int), 0));
+        EXPECT_OK(weft_chan_new(&pairs[i].pong, sizeof(int), 0));
+        EXPECT_OK(weft_go(pp_ponger, &pairs[i]));
+        EXPECT_OK(weft_go(pp_pinger, &pairs[i]));
+    }
+    EXPECT_OK(weft_waitgroup_wait(&pp_wg));
+    for (int i = 0; i < NPAIRS; i++) {
+        weft_chan_free(pairs[i].ping);
+        weft_chan_free(pairs[i].pong);
+    }
+    return 0;
+}
+
+/* pp_watch - after a warm-up, wait until every pair has moved on from
+ * where it stood, or 5 s (x slow()); then stop them. */
+static void *pp_watch(void *arg)
+{
+    struct pingpair *pairs = arg;
+    int64_t was[NPAIRS];
+    struct timespec ms = {0, 1000000};
+    for (int i = 0; i < 50; i++)
+        nanosleep(&ms, NULL);
+    for (int i = 0; i < NPAIRS; i++)
+        was[i] = atomic_load(&pairs[i].trips);
+    int moved = 0;
+    for (int k = 0; k < 5000 * slow() && moved < NPAIRS; k++) {
+        nanosleep(&ms, NULL);
+        moved = 0;
+        for (int i = 0; i < NPAIRS; i++)
+            moved += atomic_load(&pairs[i].trips) > was[i];
+    }
+    atomic_store(&pp_stop, 1);
+    return (void *)(intptr_t)moved;
+}
+
+TEST_TIMEOUT(pingpong_pairs_share_p, 120)
+{
+    static struct pingpair pairs[NPAIRS];
+    memset(pairs, 0, sizeof pairs);
+    atomic_store(&pp_stop, 0);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, pp_watch, pairs), 0);
+    run(1, pingpairs_body, pairs);
+    void *moved;
+    ASSERT_EQ(pthread_join(t, &moved), 0);
+    for (int i = 0; i < NPAIRS; i++)
+        printf("pair %d: %lld round trips\n", i,
+               (long long)atomic_load(&pairs[i].trips));
+    ASSERT_EQ((intptr_t)moved, NPAIRS);
+}
+
 /* ----------------------------------------------------------- bad input */
 
 static void nop(void *arg)
