@@ -12,6 +12,8 @@
  * sleeper then returns at once. A note is cleared by its owner before
  * it is reused; one sleeper at a time.
  *
+ * The lock's uncontended paths are inline in runtime.h; the rest is here.
+ *
  * TSan cannot see through futexes, so the lock and the note tell it
  * about the happens-before edges they create (no-ops in other builds).
  */
@@ -55,14 +57,10 @@ static inline void cpu_relax(void)
 #endif
 }
 
-void weft__lock(wlock *l)
+/* weft__lock_slow - weft__lock's first CAS failed: spin, then sleep. */
+void weft__lock_slow(wlock *l)
 {
-    uint32_t v = 0;
-    if (likely(atomic_compare_exchange_strong_explicit(
-            &l->key, &v, 1, memory_order_acquire, memory_order_relaxed))) {
-        weft__tsan_acquire(l);
-        return;
-    }
+    uint32_t v;
     for (int i = 0; i < 100; i++) {
         cpu_relax();
         v = 0;
@@ -80,12 +78,8 @@ void weft__lock(wlock *l)
     weft__tsan_acquire(l);
 }
 
-void weft__unlock(wlock *l)
-{
-    weft__tsan_release(l);
-    if (atomic_exchange_explicit(&l->key, 0, memory_order_release) == 2)
-        futexwake(&l->key, 1);
-}
+/* weft__unlock_wake - weft__unlock found sleepers: wake one. */
+void weft__unlock_wake(wlock *l) { futexwake(&l->key, 1); }
 
 void weft__notesleep(note *n)
 {

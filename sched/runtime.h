@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
+#include "sanitizer.h"
 #include "weft.h"
 
 #define likely(x) __builtin_expect(!!(x), 1)
@@ -48,8 +49,33 @@ typedef struct wlock {
     _Atomic uint32_t key;
 } wlock;
 
-void weft__lock(wlock *l);
-void weft__unlock(wlock *l);
+/* Inline fast paths (a CAS, an exchange): a channel round trip takes
+ * eight, and the calls and the registers they clobbered cost more than
+ * the atomics (callgrind: 13 and 12 instructions each out of line). */
+void weft__lock_slow(wlock *l);
+void weft__unlock_wake(wlock *l);
+
+static inline void weft__lock(wlock *l)
+{
+    uint32_t v = 0;
+    if (__builtin_expect(atomic_compare_exchange_strong_explicit(
+                             &l->key, &v, 1, memory_order_acquire,
+                             memory_order_relaxed),
+                         1)) {
+        weft__tsan_acquire(l);
+        return;
+    }
+    weft__lock_slow(l);
+}
+
+static inline void weft__unlock(wlock *l)
+{
+    weft__tsan_release(l);
+    if (__builtin_expect(atomic_exchange_explicit(&l->key, 0,
+                                                  memory_order_release) == 2,
+                         0))
+        weft__unlock_wake(l);
+}
 
 /* A one-shot wakeup for parking an M (Go's note): sleep until woken. */
 typedef struct note {

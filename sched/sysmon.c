@@ -108,7 +108,9 @@ static uint32_t retake(int64_t now)
              * 10 ms like one long-running G, or the rest of the P's
              * queue would wait for as long as they talk. */
             uint32_t t = LOAD(&pp->slicetick);
-            if (t != pp->sm_slicetick) {
+            /* sm_slicewhen 0: a P of this runtime not seen yet, whose
+             * first G (main's, from runnext) may have started no slice. */
+            if (t != pp->sm_slicetick || pp->sm_slicewhen == 0) {
                 pp->sm_slicetick = t;
                 pp->sm_slicewhen = now;
             } else if (now - pp->sm_slicewhen >= PREEMPT_NS) {

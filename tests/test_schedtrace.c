@@ -673,12 +673,12 @@ static int runq_main(void *arg)
      * puts each in runnext and moves the one before to the ring. A
      * spawn can take 150 us under TSan: sysmon would see P0 stuck on
      * this G for 10 ms and preempt it at its next spawn. So this G
-     * moves P0's schedtick as a scheduler tick would (white box; it
-     * runs on P0, whose owner is the only writer). */
+     * starts a new time slice on P0 as a scheduler tick would (white
+     * box; it runs on P0, whose owner is the only writer). */
     struct p *pp = weft__getm()->p;
     for (int i = 0; i < c->local; i++) {
         ASSERT_GT(weft_go(nothing, NULL), 0);
-        STORE(&pp->schedtick, LOAD(&pp->schedtick) + 1);
+        STORE(&pp->slicetick, LOAD(&pp->slicetick) + 1);
     }
     if (c->global > 0) {
         /* Blocks this M (and its only P) in pthread_join: nobody runs
