@@ -25,7 +25,10 @@
 # "# target <figure> weft/<peer> <= or >= <t>: met|MISSED (x)" line, the
 # issue's targets: echo CPU per request <= 0.75x Go and <= 1.0x libuv, echo
 # req/s >= 1.2x Go and >= 1.0x libuv, at 50 and 1000 connections; httpd
-# req/s >= 1.5x Go under wrk and under hey, p99 <= 1.0x Go's.
+# req/s >= 1.5x Go under wrk and under hey, p99 <= 1.0x Go's. httpd also
+# prints httpd_<tool>_cpu_per_req (no target) and each line ends with the
+# client CPU's utilisation: when the tool kept its CPU >= 95% busy in both
+# servers' runs, a "# note" says so, since req/s then measures the tool.
 #
 # Environment: NET_SECS (measured seconds per run, default 5; the whole
 # script then takes about 60 s), NET_WARMUP (echo warmup seconds,
@@ -355,7 +358,7 @@ ratio() {
 }
 
 # Results by "impl/conns" (echo) and "impl/tool" (httpd).
-declare -A rps=() cpureq=() hrps=() hp99=()
+declare -A rps=() cpureq=() hrps=() hp99=() hcpu=() hcutil=()
 
 # ---------------------------------------------------------------- echo
 
@@ -425,8 +428,9 @@ fi
 run_http() {
     local impl=$1 tool=$2 name=$3 figure="httpd_$2" rc=0 c0 c1 r p99 n cpu
     local url="http://127.0.0.1:$port/sendjson" line errs non2xx bad st0 st1
-    local died=''
+    local died='' cl0 cl1 cutil
     st0=$(cpu_stat "$scpu") c0=$(cpu_ticks "$spid" 2>/dev/null || true)
+    cl0=$(cpu_stat "$ccpu")
     if [[ $tool == wrk ]]; then
         run_client "$tmp/cl.out" "$tmp/cl.err" $((secs + 30)) wrk -t1 -c50 \
             -d"${secs}s" --latency -s "$here/net/sendjson.lua" "$url"
@@ -435,7 +439,13 @@ run_http() {
             -z "${secs}s" -m POST -T application/json -d "$hey_body" "$url"
     fi
     st1=$(cpu_stat "$scpu") c1=$(cpu_ticks "$spid" 2>/dev/null || true)
+    cl1=$(cpu_stat "$ccpu")
     other_work "$impl $tool" "$st0" "$st1" "$c0" "$c1"
+    # How busy the client's CPU was: at ~100% the tool, not the server,
+    # sets req/s, and only the server's CPU per request compares them.
+    cutil=$(awk -v a="$cl0" -v b="$cl1" 'BEGIN { split(a, x, " ");
+        split(b, y, " "); t = y[2] - x[2]
+        printf "%.3f", t > 0 ? (y[1] - x[1]) / t : 0 }')
     cat "$tmp/cl.out" >>"$tmp/cl.err" # for the FAIL tail
     alive || died=", and the server died"
     if ((rc == 124 || rc == 137)); then
@@ -478,10 +488,12 @@ run_http() {
         cpu=$(awk -v d=$((c1 - c0)) -v t="$clk_tck" -v n="$n" \
             'BEGIN { printf "%.3f", d / t * 1e6 / n }')
     fi
-    printf 'BenchmarkHTTPd/impl=%s/client=%s\t%s\t%s req/s\t%s us-p99\t%s us-cpu/req\n' \
-        "$impl" "$tool" "$n" "$r" "$p99" "$cpu"
+    printf 'BenchmarkHTTPd/impl=%s/client=%s\t%s\t%s req/s\t%s us-p99\t%s us-cpu/req\t%s client-cpu-util\n' \
+        "$impl" "$tool" "$n" "$r" "$p99" "$cpu" "$cutil"
     hrps[$impl/$tool]=$r
     hp99[$impl/$tool]=$p99
+    [[ $cpu == - ]] || hcpu[$impl/$tool]=$cpu
+    hcutil[$impl/$tool]=$cutil
 }
 
 if wanted httpd; then
@@ -529,6 +541,11 @@ if wanted httpd; then
     for tool in wrk hey; do
         ratio "httpd_${tool}_rps" "${hrps[weft/$tool]:-}" "${hrps[go/$tool]:-}" go "" 1.5
         ratio "httpd_${tool}_p99" "${hp99[weft/$tool]:-}" "${hp99[go/$tool]:-}" go 1.0 ""
+        ratio "httpd_${tool}_cpu_per_req" "${hcpu[weft/$tool]:-}" "${hcpu[go/$tool]:-}" go "" ""
+        awk -v t="$tool" -v w="${hcutil[weft/$tool]:-0}" -v g="${hcutil[go/$tool]:-0}" \
+            -v c="$ccpu" 'BEGIN { if (w >= 0.95 && g >= 0.95)
+            printf "# note: %s kept CPU %d %.0f%% / %.0f%% busy (weft / go runs): the client sets req/s for both servers, so httpd_%s_rps measures %s; compare httpd_%s_cpu_per_req\n",
+                t, c, 100 * w, 100 * g, t, t, t }'
     done
 fi
 
