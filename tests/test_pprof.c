@@ -213,6 +213,15 @@ __attribute__((noinline)) static void otherblocker(void *arg)
 enum { NBLOCK = 100, NOTHER = 7 };
 static int64_t gcount;
 
+/* goroutine_profiles - the count into gcount, then the profile as proto
+ * (paths[0]) and as debug=1 text (paths[1]). */
+static void goroutine_profiles(void)
+{
+    gcount = weft_profile_count("goroutine");
+    writep("goroutine", 0, paths[0]);
+    writep("goroutine", 1, paths[1]);
+}
+
 static int goroutine_main(void *arg)
 {
     (void)arg;
@@ -227,9 +236,7 @@ static int goroutine_main(void *arg)
      * let the switches finish, so an M that does not answer the freeze
      * (TSan's idle ones) has no coroutine half-parked. */
     weft_sleep(10 * MS);
-    gcount = weft_profile_count("goroutine");
-    writep("goroutine", 0, paths[0]);
-    writep("goroutine", 1, paths[1]);
+    goroutine_profiles();
     weft_chan_close(gch);
     weft_waitgroup_wait(&gwg);
     weft_chan_free(gch);
@@ -323,9 +330,7 @@ static int unavailable_main(void *arg)
     ASSERT_GT(weft_go(urgblocked, NULL), 0);
     while (atomic_load(&spinstate) != 1)
         weft_sleep(1 * MS);
-    gcount = weft_profile_count("goroutine");
-    writep("goroutine", 0, paths[0]);
-    writep("goroutine", 1, paths[1]);
+    goroutine_profiles();
     atomic_store(&spinstate, 2);
     weft_waitgroup_wait(&gwg);
     return 0;
