@@ -228,9 +228,13 @@ static int selectgo(weft_select_case_t *cases, size_t n, int64_t deadline,
     if (block && gp == NULL)
         return WEFT_ENOTCORO;
     /* Yield (if asked to) before validating: a channel checked and then
-     * freed while we yield would be used after free. */
-    if (block)
+     * freed while we yield would be used after free. A yield may resume
+     * us on another M: mp is read again (its fastrand is per thread;
+     * TSan saw two Ms' coroutines share one after a preemption here). */
+    if (block) {
         weft_checkpoint();
+        mp = weft__getm();
+    }
     for (size_t i = 0; i < n; i++) {
         weft_select_case_t *cas = &cases[i];
         if (cas->op != WEFT_SEND && cas->op != WEFT_RECV)
