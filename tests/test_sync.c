@@ -1152,7 +1152,8 @@ TEST_TIMEOUT(mutex_deadline_stress, 240)
  * release (it would hold a read lock "for" it, and the first reader, now
  * stuck behind writer 2, would wait past its deadline). On one P the
  * order is forced: unlock readies A in runnext, spawning B pushes A to
- * the tail, so B runs first. */
+ * the tail, so B runs first; B also waits until writer 2 is pending, so
+ * a preemption of the main coroutine cannot put B ahead of writer 2. */
 static weft_rwmutex_t re_rw = WEFT_RWMUTEX_INIT;
 static _Atomic int64_t re_a_done, re_b_in;
 static _Atomic int re_a_rc = 1, re_b_rc = 1;
@@ -1173,9 +1174,23 @@ static void re_reader_a(void *arg)
     atomic_fetch_add(&re_a_done, 1);
 }
 
+/* re_readers - the rwmutex word's reader count (white box: its low 24
+ * bits, sign-extended; -2^22 added while a writer is pending). */
+static int32_t re_readers(void)
+{
+    return (int32_t)((uint32_t)__atomic_load_n(&re_rw.opaque_[2],
+                                               __ATOMIC_RELAXED)
+                     << 8) >> 8;
+}
+
 static void re_reader_b(void *arg)
 {
     (void)arg;
+    /* Of writer 2's era by construction: arrive once it is pending (a
+     * preemption of the main coroutine at its spawn of us would
+     * otherwise let us in first, legitimately). */
+    while (re_readers() >= 0)
+        weft_sleep(50 * US);
     int rc = weft_rwmutex_rlock_dl(&re_rw, weft_now() + 4 * re_hold);
     if (rc == 0) {
         atomic_fetch_add(&re_b_in, 1);
@@ -1194,9 +1209,7 @@ static int re_body(void *arg)
     weft_go(re_reader_a, NULL);
     /* A blocks behind us: counted as a blocked reader (white box: the
      * rwmutex word's low 24 bits are R, -2^22 + 1 with one blocked). */
-    while ((int32_t)((uint32_t)__atomic_load_n(&re_rw.opaque_[2],
-                                               __ATOMIC_RELAXED)
-                     << 8) >> 8 != -(1 << 22) + 1)
+    while (re_readers() != -(1 << 22) + 1)
         weft_sleep(50 * US);
     weft_sleep(1 * MS); /* and sleeps */
     EXPECT_OK(weft_rwmutex_unlock(&re_rw)); /* releases A */
