@@ -1339,9 +1339,10 @@ static NAMED void pinger(void *arg)
         EXPECT_OK(weft_chan_recv(p->pong, &w));
         ASSERT_EQ(w, v);
         atomic_fetch_add(&busy_pingpongs, 1);
-        /* A pair handing its P back and forth through runnext would
-         * starve the spawner queued behind it (weft has no shared time
-         * slice for runnext, as Go's inheritTime): yield now and then. */
+        /* A pair handing its P back and forth through runnext shares
+         * one time slice (Go's inheritTime), so the spawner queued
+         * behind it would run only at sysmon's 10 ms preemptions: yield
+         * now and then, for a busier mix. */
         if (v % 64 == 63)
             weft_yield();
     }
