@@ -196,19 +196,26 @@ static int shares_main(void *arg)
 
 TEST(shares)
 {
-    fd_ = profile_fd();
-    run(4, shares_main, NULL);
-    close(fd_);
-    pprof("-top", "-nodecount=200", NULL);
-    unlink(path);
-    double a = toppct("burn_a", false), b = toppct("burn_b", false);
-    printf("burn_a %.1f%% burn_b %.1f%%, %.2fs of samples for %.2fs CPU\n"
-           "%s\n",
-           a, b, total_samples(), cpu_used, out);
-    if (a < 65 || a > 85 || b < 15 || b > 35)
-        FAIL("burn_a %.1f%% (want 75 +- 10), burn_b %.1f%% (want 25 +- "
-             "10):\n%s",
-             a, b, out);
+    /* 300 samples put a share's standard error at 2.5 points; on a CI
+     * machine under load one run in many fell just outside 10 points
+     * (burn_a 64.8%). A bias would miss every time: three tries. */
+    for (int attempt = 1;; attempt++) {
+        fd_ = profile_fd();
+        run(4, shares_main, NULL);
+        close(fd_);
+        pprof("-top", "-nodecount=200", NULL);
+        unlink(path);
+        double a = toppct("burn_a", false), b = toppct("burn_b", false);
+        printf("burn_a %.1f%% burn_b %.1f%%, %.2fs of samples for %.2fs "
+               "CPU\n%s\n",
+               a, b, total_samples(), cpu_used, out);
+        if (a >= 65 && a <= 85 && b >= 15 && b <= 35)
+            break;
+        if (attempt == 3)
+            FAIL("burn_a %.1f%% (want 75 +- 10), burn_b %.1f%% (want 25 "
+                 "+- 10):\n%s",
+                 a, b, out);
+    }
     /* Per-thread CPU timers: the samples account for the CPU time.
      * Not under TSan: it defers a signal to the thread's next
      * interceptor and keeps one pending signal per number, so close

@@ -352,6 +352,9 @@ static int fd_body(void *arg)
     weft_leak_snapshot_t *s;
     EXPECT_OK(weft_leak_snapshot(&s));
     EXPECT_OK(weft_go(leaky_worker, NULL));
+    /* Parked, not still runnable or switching away (ASan CI under load
+     * once reported it mid-way: state chan receive, entry frame). */
+    wait_parked(0, WR_CHAN_RECEIVE, 1);
     struct weft_leak_opts o = {.retries = 2, .max_sleep = MS, .fd = *mfd};
     ASSERT_EQ(weft_leak_verify(s, &o), 1);
     EXPECT_OK(weft_chan_close(forever));
