@@ -897,12 +897,14 @@ static int goroutines(int fd, int debug)
     struct rec *r = calloc((size_t)ng + 1, sizeof *r);
     int e = WEFT_ENOMEM;
     if (r != NULL) {
-        for (long i = 0; i < ng; i++)
-            r[i] = (struct rec){.pc = gs[i].n ? gs[i].pc : unavailable,
-                                .n = gs[i].n ? (int)gs[i].n : 1,
-                                .exact = gs[i].n ? gs[i].exact : true,
+        for (long i = 0; i < ng; i++) {
+            bool none = gs[i].n == 0;
+            r[i] = (struct rec){.pc = none ? unavailable : gs[i].pc,
+                                .n = none ? 1 : (int)gs[i].n,
+                                .exact = none || gs[i].exact,
                                 .l = gs[i].labels,
                                 .v = {1, 0}};
+        }
         trim(r, (size_t)ng);
         size_t n = merge(r, (size_t)ng);
         e = emit(PPROF_GOROUTINE, "goroutine", fd, debug, r, n, ng, 1);
