@@ -196,6 +196,24 @@ div() {
     awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", (b != 0) ? a / b : 0 }'
 }
 
+# medratio FIGURE LABEL UNIT NAME_A NAME_B MAX MIN A... -- B... - the
+# medians of A and of B (a stats line each) and RATIO FIGURE LABEL=A/B
+# with its target; the medians stay in $med_a and $med_b.
+medratio() {
+    local fig=$1 label=$2 unit=$3 na=$4 nb=$5 max=$6 min=$7 a=()
+    shift 7
+    while (($#)) && [[ $1 != -- ]]; do
+        a+=("$1")
+        shift
+    done
+    shift
+    stats "$na" "$unit" "${a[@]}"
+    med_a=$med
+    stats "$nb" "$unit" "$@"
+    med_b=$med
+    ratio "$fig" "$label" "$(div "$med_a" "$med_b")" "$max" "$min"
+}
+
 # ---------------------------------------------------------------- header
 
 echo "goos: linux"
@@ -372,16 +390,11 @@ http_run() {
 # httpd part from rps_on/off and cpu_on/off: req/s on/off >= MINRPS, CPU
 # per request on/off <= MAXCPU.
 http_ratios() {
-    local x
-    stats "httpd $1=off" req/s "${rps_off[@]}"
-    x=$med
-    stats "httpd $1=on" req/s "${rps_on[@]}"
-    ratio "httpd_$1_rps" on/off "$(div "$med" "$x")" "" "$2"
+    medratio "httpd_$1_rps" on/off req/s "httpd $1=on" "httpd $1=off" \
+        "" "$2" "${rps_on[@]}" -- "${rps_off[@]}"
     if ((${#cpu_on[@]} && ${#cpu_off[@]})); then
-        stats "httpd $1=off" us-cpu/req "${cpu_off[@]}"
-        x=$med
-        stats "httpd $1=on" us-cpu/req "${cpu_on[@]}"
-        ratio "httpd_$1_cpu_per_req" on/off "$(div "$med" "$x")" "$3" ""
+        medratio "httpd_$1_cpu_per_req" on/off us-cpu/req "httpd $1=on" \
+            "httpd $1=off" "$3" "" "${cpu_on[@]}" -- "${cpu_off[@]}"
     fi
 }
 
@@ -562,7 +575,7 @@ fi
 # PROF_ROUNDS rounds of no-hook build, this build, this build profiled
 # (first PROF_ON_ROUNDS rounds), then the Go pairs; medians and ratios.
 sync_figure() {
-    local name=$1 procs=$2 bench=$3 r x
+    local name=$1 procs=$2 bench=$3 r
     local -a off=() on=() nh=() gon=() goff=()
     local bad_on=0 bad_off=0 bad_nh=0 bad_go=0 recs=''
     for ((r = 0; r < rounds; r++)); do
@@ -621,10 +634,8 @@ sync_figure() {
         ratio "${name}_blockprof" on/off "$(div "$med" "$offm")" 1.10 ""
     fi
     if ((want_block && !bad_go)) && ((${#gon[@]})); then
-        stats "$name go off" "$unit" "${goff[@]}"
-        x=$med
-        stats "$name go profile=on" "$unit" "${gon[@]}"
-        ratio "${name}_blockprof_go" on/off "$(div "$med" "$x")" "" ""
+        medratio "${name}_blockprof_go" on/off "$unit" "$name go profile=on" \
+            "$name go off" "" "" "${gon[@]}" -- "${goff[@]}"
     fi
     if ((want_hook && !bad_nh)) && ((${#nh[@]})); then
         stats "$name build=nohook" "$unit" "${nh[@]}"
@@ -687,17 +698,15 @@ if ((want_hook)); then
                 echo "# note: $name: perf stat gave no count"
                 continue
             fi
-            stats "$name instructions hooks" instr/op "${ia[@]}"
-            x=$med
-            stats "$name instructions nohook" instr/op "${ib[@]}"
+            medratio "${name}_hook_instr" hooks/nohook instr/op \
+                "$name instructions hooks" "$name instructions nohook" "" "" \
+                "${ia[@]}" -- "${ib[@]}"
             printf '# %s instructions: hooks - nohook = %+.2f per op\n' \
-                "$name" "$(awk -v a="$x" -v b="$med" 'BEGIN { print a - b }')"
-            ratio "${name}_hook_instr" hooks/nohook "$(div "$x" "$med")" "" ""
+                "$name" "$(awk -v a="$med_a" -v b="$med_b" 'BEGIN { print a - b }')"
             if ((${#ca[@]} && ${#cb[@]})); then
-                stats "$name cpu hooks" ns-cpu/op "${ca[@]}"
-                x=$med
-                stats "$name cpu nohook" ns-cpu/op "${cb[@]}"
-                ratio "${name}_hook_cpu" hooks/nohook "$(div "$x" "$med")" "" ""
+                medratio "${name}_hook_cpu" hooks/nohook ns-cpu/op \
+                    "$name cpu hooks" "$name cpu nohook" "" "" \
+                    "${ca[@]}" -- "${cb[@]}"
             fi
         done
     fi
