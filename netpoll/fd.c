@@ -53,7 +53,9 @@
  * storing G pointers in the words (a waker then cannot tell which wait of
  * the G it is waking once the G has timed out and waits again).
  */
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/io_uring.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <string.h>
@@ -177,8 +179,15 @@ int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc,
             STORE(&pd->hup, false);
             pd->stream = how == PD_NEWSTREAM;
             STORE(&pd->seq, seq);
-            err = weft__netpoll_open(fd, (uint64_t)(uint32_t)fd |
-                                             (uint64_t)seq << 32);
+            /* A stream whose reads and writes go through io_uring is
+             * registered only if something waits for its readiness
+             * (pollreg): otherwise every arrival of data would also run
+             * epoll's callback, and wake a sleeping poller for nothing. */
+            bool lazy = pd->stream && weft__uring_on;
+            STORE(&pd->polled, !lazy);
+            if (!lazy)
+                err = weft__netpoll_open(fd, (uint64_t)(uint32_t)fd |
+                                                 (uint64_t)seq << 32);
             if (err == 0) {
                 struct g *gp = weft__getg();
                 pd->openerid = gp ? gp->id : 0;
@@ -268,9 +277,30 @@ static void clearword(_Atomic uint64_t *w, uint64_t token)
  * mode (WEFT_READ and/or WEFT_WRITE) or deadline passes. Returns 0 (retry
  * the call), WEFT_ETIMEDOUT, WEFT_ECLOSED, WEFT_EBUSY (another G waits on
  * that direction). fd is only for dumps ("IO wait, fd N"). */
+/* pollreg - register pd's fd (generation seq) with epoll if adopt left
+ * that for later. */
+static int pollreg(struct pd *pd, int fd, uint32_t seq)
+{
+    if (likely(__atomic_load_n(&pd->polled, __ATOMIC_ACQUIRE)))
+        return 0;
+    int err = 0;
+    weft__lock(&pd->lock);
+    if (LOAD(&pd->seq) != seq || !LOAD(&pd->open))
+        err = WEFT_ECLOSED;
+    else if (!LOAD(&pd->polled) &&
+             (err = weft__netpoll_open(fd, (uint64_t)(uint32_t)fd |
+                                               (uint64_t)seq << 32)) == 0)
+        __atomic_store_n(&pd->polled, true, __ATOMIC_RELEASE);
+    weft__unlock(&pd->lock);
+    return err;
+}
+
 int weft__pd_wait(struct pd *pd, int fd, uint32_t seq, int mode,
                   int64_t deadline)
 {
+    int err = pollreg(pd, fd, seq);
+    if (err < 0)
+        return err;
     struct pdpark pa = {.nw = 0, .deadline = deadline};
     if (mode & WEFT_READ)
         pa.w[pa.nw++] = &pd->rg;
@@ -323,6 +353,146 @@ int weft__pd_wait(struct pd *pd, int fd, uint32_t seq, int mode,
     if (atomic_load(&pd->seq) != seq)
         return WEFT_ECLOSED;
     return timedout ? WEFT_ETIMEDOUT : 0;
+}
+
+/* ------------------------------------------------------- io_uring */
+
+/* udata - the user_data of fd's request gen in direction dir: its CQE
+ * finds the pd by number, and checks gen. */
+static inline uint64_t udata(int fd, int dir, uint32_t gen)
+{
+    return (uint64_t)gen << 32 | (uint64_t)(uint32_t)fd << 1 | (uint64_t)dir;
+}
+
+struct upark {
+    _Atomic uint64_t *tok;
+    uint64_t token;
+    int64_t deadline;
+};
+
+/* ucommit - the G's half of invariant 7, after its switch. */
+static bool ucommit(struct g *gp, void *argp)
+{
+    struct upark pa = *(struct upark *)argp; /* on gp's stack: copy */
+    weft__wait_arm(gp, pa.deadline);
+    uint64_t zero = 0;
+    if (atomic_compare_exchange_strong(pa.tok, &zero, pa.token))
+        return true;
+    /* The CQE came first: do not sleep, unless the timer has already
+     * claimed (and so readies) the G. */
+    return !weft__wait_claim_g(gp, (uint32_t)pa.token);
+}
+
+/* weft__pd_uio - do io on pd (fd's, generation seq) through the P's
+ * io_uring, parked until its CQE (invariant 7): dir 0 reads, 1 writes.
+ * Returns the CQE's result (bytes or -errno), WEFT_ETIMEDOUT,
+ * WEFT_ECLOSED, WEFT_EBUSY (another G does io that way on fd). */
+int32_t weft__pd_uio(struct pd *pd, int fd, uint32_t seq, int dir,
+                     const struct uio *io, int64_t deadline)
+{
+    struct pdu *d = &pd->u[dir];
+    uint32_t s = LOAD(&d->st), gen;
+    for (;;) {
+        if ((s & U_STATE) != U_IDLE) {
+            if (LOAD(&d->seq) == seq)
+                return WEFT_EBUSY;
+            /* The request of an earlier life of this number, cancelled
+             * by its close, has not seen its CQE yet: a moment. */
+            weft_yield();
+            if (atomic_load(&pd->seq) != seq)
+                return WEFT_ECLOSED;
+            s = LOAD(&d->st);
+            continue;
+        }
+        gen = (s >> U_GEN) + 1;
+        if (atomic_compare_exchange_weak(&d->st, &s, gen << U_GEN | U_QUEUED))
+            break;
+    }
+    STORE(&d->seq, seq);
+    STORE(&d->tok, 0);
+    /* seq-cst, after QUEUED: pairs with close's seq bump before it reads
+     * the state to cancel. */
+    int32_t rc = 0;
+    if (atomic_load(&pd->seq) != seq)
+        rc = WEFT_ECLOSED;
+    else if (deadline != WEFT_FOREVER && deadline <= weft__nanotime())
+        rc = WEFT_ETIMEDOUT;
+    if (rc != 0) {
+        atomic_store(&d->st, gen << U_GEN | U_IDLE);
+        return rc;
+    }
+    uint64_t ud = udata(fd, dir, gen);
+    struct io_uring_sqe *sqe = weft__uring_sqe(weft__getm()->p, d);
+    sqe->opcode = io->op;
+    sqe->fd = fd;
+    sqe->addr = (uint64_t)(uintptr_t)io->addr;
+    sqe->len = io->len;
+    sqe->msg_flags = io->flags;
+    sqe->user_data = ud;
+
+    struct g *gp = weft__getg();
+    __atomic_store_n(&gp->waitfd, fd, __ATOMIC_RELAXED);
+    atomic_fetch_add(&nwaiters, 1);
+    bool cancelled = false;
+    for (;;) {
+        uint64_t wseq = weft__wait_prepare(gp);
+        struct upark pa = {
+            .tok = &d->tok,
+            .token = ((uint64_t)gp->idx + 1) << 32 | (uint32_t)wseq,
+            .deadline = cancelled ? WEFT_FOREVER : deadline,
+        };
+        weft__park(ucommit, &pa, WR_IO_WAIT);
+        bool timedout = (atomic_load(&gp->waitstate) & 3) == WS_TIMEDOUT;
+        if (!timedout && pa.deadline != WEFT_FOREVER)
+            weft__timer_del(&gp->timer); /* a late firing fails its CAS */
+        uint64_t t = atomic_load(&d->tok);
+        if (t == UTOK_DONE)
+            break;
+        /* Only the deadline wakes a G whose CQE has not come. */
+        if (!cancelled) {
+            weft__uring_cancel(d, gen, ud);
+            cancelled = true;
+        }
+        if (!atomic_compare_exchange_strong(&d->tok, &t, 0))
+            break; /* the CQE came meanwhile */
+    }
+    atomic_fetch_sub(&nwaiters, 1);
+    s = atomic_load(&d->st);
+    int32_t res = d->res;
+    atomic_store(&d->st, gen << U_GEN | U_IDLE);
+    bool closed = atomic_load(&pd->seq) != seq;
+    if ((s & U_NOP) || ((s & U_CANCEL) && res == -ECANCELED))
+        return closed ? WEFT_ECLOSED : WEFT_ETIMEDOUT;
+    if (closed && res < 0)
+        return WEFT_ECLOSED;
+    return res;
+}
+
+/* weft__pd_ucomplete - uring.c's report of a CQE (user_data ud, result
+ * res): the request is DONE, its G, if parked, goes on *list. */
+void weft__pd_ucomplete(uint64_t ud, int32_t res, struct g **list)
+{
+    struct pd *pd = pdlookup((int)((uint32_t)ud >> 1));
+    if (pd == NULL)
+        return;
+    struct pdu *d = &pd->u[ud & 1];
+    uint32_t s = LOAD(&d->st);
+    do {
+        if (s >> U_GEN != (uint32_t)(ud >> 32) ||
+            (s & U_STATE) == U_IDLE || (s & U_STATE) == U_DONE)
+            return; /* cannot happen: one CQE per request */
+    } while (!atomic_compare_exchange_weak(
+        &d->st, &s, (s & ~(uint32_t)U_STATE) | U_DONE));
+    d->res = res;
+    uint64_t t = atomic_exchange(&d->tok, UTOK_DONE);
+    if (t <= UTOK_DONE)
+        return;
+    struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
+    struct g *gp = weft__allg(chunks, (size_t)(t >> 32) - 1);
+    if (weft__wait_claim_g(gp, (uint32_t)t)) {
+        gp->schedlink = *list;
+        *list = gp;
+    }
 }
 
 /* weft__pd_busy - whether another G waits on pd in a direction of mode
@@ -378,8 +548,10 @@ long weft__fds(struct fdinfo **out)
                     .openerid = pd->openerid,
                     .openpc = pd->openpc,
                     .openedat = pd->openedat,
-                    .readerid = waiterid(&pd->rg),
-                    .writerid = waiterid(&pd->wg),
+                    .readerid = waiterid(&pd->rg)
+                                    ?: waiterid(&pd->u[0].tok),
+                    .writerid = waiterid(&pd->wg)
+                                    ?: waiterid(&pd->u[1].tok),
                 };
             weft__unlock(&pd->lock);
         }
@@ -398,14 +570,26 @@ bool weft__pd_close(int fd)
     weft__lock(&pd->lock);
     bool was = LOAD(&pd->open);
     struct g *list = NULL;
+    uint32_t seq = 0;
     if (was) {
         STORE(&pd->open, false);
-        atomic_fetch_add(&pd->seq, 1); /* seq-cst: invariant 4 */
+        seq = atomic_fetch_add(&pd->seq, 1); /* seq-cst: invariant 4 */
         wake(&pd->rg, &list);
         wake(&pd->wg, &list);
-        weft__netpoll_disarm(fd);
+        if (LOAD(&pd->polled))
+            weft__netpoll_disarm(fd);
+        STORE(&pd->polled, false);
     }
     weft__unlock(&pd->lock);
+    /* io_uring requests of this generation end with their CQE (invariant
+     * 7), so before the number can be reused. */
+    for (int dir = 0; was && dir < 2; dir++) {
+        struct pdu *d = &pd->u[dir];
+        uint32_t s = atomic_load(&d->st); /* seq-cst: after the bump */
+        uint32_t st = s & U_STATE;
+        if (st != U_IDLE && st != U_DONE && LOAD(&d->seq) == seq)
+            weft__uring_cancel(d, s >> U_GEN, udata(fd, dir, s >> U_GEN));
+    }
     while (list != NULL) {
         struct g *gp = list;
         list = gp->schedlink;

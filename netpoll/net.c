@@ -26,9 +26,14 @@
  *  6. One-buffer reads and writes use recv/send on those sockets: no trip
  *     through the VFS layer, 2% of the kernel's cycles per call (perf
  *     stat on examples/echo), and MSG_NOSIGNAL needs no SIGPIPE setup.
+ *  7. With io_uring in use (uring.c), reads and writes on those sockets
+ *     go through the P's ring instead (fd.c's weft__pd_uio): no EAGAIN,
+ *     no readiness, no system call of their own. Everything else (accept,
+ *     connect, adopted fds, pipes, weft_fd_wait) stays on epoll.
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/io_uring.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -51,6 +56,7 @@
 #define ACCEPT_BACKOFF_MIN_NS (5 * 1000000LL)
 #define ACCEPT_BACKOFF_MAX_NS (1000 * 1000000LL)
 #define WRITEV_WINDOW 64
+#define UIO_MAX (1u << 30) /* bytes per io_uring request */
 
 /* curg - the calling coroutine, or NULL outside one (or inside a
  * weft_syscall_enter bracket, where parking is not allowed). */
@@ -198,6 +204,18 @@ static ssize_t readsome(int fd, const struct iovec *iov, int iovcnt,
     int rc = ioprep(fd, &pd, &seq, &plain, pc);
     if (rc < 0)
         return rc;
+    if (!plain && pd->stream && weft__uring_on) {
+        struct uio io = {IORING_OP_RECV, iov[0].iov_base,
+                         (uint32_t)(len < UIO_MAX ? len : UIO_MAX), 0};
+        if (iovcnt != 1)
+            io = (struct uio){IORING_OP_READV, (void *)iov,
+                              (uint32_t)iovcnt, 0};
+        for (;;) {
+            int32_t n = weft__pd_uio(pd, fd, seq, 0, &io, deadline);
+            if (n != -EINTR && n != -EAGAIN)
+                return n;
+        }
+    }
     uint32_t me = 0;
     if (!plain && pd->stream) {
         me = weft__getg()->idx + 1;
@@ -286,6 +304,7 @@ static ssize_t writeall(int fd, const struct iovec *iov, int iovcnt,
     if (rc < 0)
         return rc;
     bool stream = !plain && pd->stream; /* send: invariant 6 */
+    bool uring = stream && weft__uring_on;
     struct iovec win[WRITEV_WINDOW];
     int i = 0;       /* first entry not fully written */
     size_t skip = 0; /* bytes of iov[i] already written */
@@ -302,7 +321,24 @@ static ssize_t writeall(int fd, const struct iovec *iov, int iovcnt,
         win[0].iov_base = (char *)win[0].iov_base + skip;
         win[0].iov_len -= skip;
         ssize_t n;
-        if (k != 1)
+        if (uring) {
+            /* MSG_WAITALL: the kernel goes on after a short send. */
+            struct msghdr mh = {.msg_iov = win, .msg_iovlen = (size_t)k};
+            struct uio io = {IORING_OP_SENDMSG, &mh, 1,
+                             MSG_NOSIGNAL | MSG_WAITALL};
+            if (k == 1)
+                io = (struct uio){IORING_OP_SEND, win[0].iov_base,
+                                  (uint32_t)(win[0].iov_len < UIO_MAX
+                                                 ? win[0].iov_len
+                                                 : UIO_MAX),
+                                  MSG_NOSIGNAL | MSG_WAITALL};
+            int32_t r = weft__pd_uio(pd, fd, seq, 1, &io, deadline);
+            if (r < 0 && r != -EINTR && r != -EAGAIN) {
+                ret = r;
+                break;
+            }
+            n = r < 0 ? 0 : r;
+        } else if (k != 1)
             n = writev(fd, win, k);
         else if (stream)
             n = send(fd, win[0].iov_base, win[0].iov_len, MSG_NOSIGNAL);

@@ -23,6 +23,12 @@
  *                         weft__pd_netready. 0 or -errno.
  *  weft__netpoll_disarm(fd) unregister fd (it is about to be closed).
  *
+ * uring.c, the io_uring per P for stream sockets (see its top comment):
+ *  weft__uring_init(epfd, tag) / weft__uring_close(), weft__uring_on
+ *  (whether it is in use), weft__uring_sqe / _flush / _queued on the
+ *  caller's own P, weft__uring_reap(P id) / _reapall from anywhere,
+ *  weft__uring_cancel.
+ *
  * fd.c, the poll descriptors on top (see its top comment):
  *  weft__pd_adopt, weft__pd_wait, weft__pd_busy, weft__pd_close as
  *  documented there; weft__pd_netready(data, r, w, hup, &list) is the
@@ -36,6 +42,7 @@
 #include <stdint.h>
 
 struct g;
+struct p;
 
 int weft__netpoll_init(void);
 void weft__netpoll_close(void);
@@ -45,6 +52,26 @@ bool weft__netpoll_waiters(void);
 int32_t weft__netpoll_nwaiters(void); /* how many (metrics) */
 int weft__netpoll_open(int fd, uint64_t data);
 void weft__netpoll_disarm(int fd);
+
+/* One direction's io_uring request (uring.c invariant 3, fd.c's
+ * weft__pd_uio). st is gen << U_GEN | flags | state: gen counts the
+ * requests of this pd and direction, so a late compare-and-swap meant
+ * for one request never lands on the next. */
+enum {
+    U_IDLE, U_QUEUED, U_SUBMITTING, U_INFLIGHT, U_DONE,
+    U_STATE = 7,
+    U_CANCEL = 8, /* a deadline or a close cancelled it */
+    U_NOP = 16,   /* cancelled before the kernel saw it */
+    U_GEN = 5,
+};
+#define UTOK_DONE ((uint64_t)1)
+struct pdu {
+    _Atomic uint32_t st;  /* see above */
+    _Atomic int32_t ring; /* the P id whose ring has it */
+    _Atomic uint32_t seq; /* the pd generation it was queued for */
+    int32_t res;          /* the CQE's, published by tok = UTOK_DONE */
+    _Atomic uint64_t tok; /* 0, UTOK_DONE, or the parked G's token */
+};
 
 /* A poll descriptor (fd.c owns it; see its top comment). */
 struct pd {
@@ -57,6 +84,9 @@ struct pd {
     _Atomic bool hup;        /* the peer shut its side down (sticky for
                               * this generation): a short read no longer
                               * means a later edge will come */
+    _Atomic bool polled;     /* registered with epoll in this generation
+                              * (streams with io_uring only on demand) */
+    struct pdu u[2];         /* io_uring reads [0] and writes [1] */
     wlock lock;              /* adopt and close */
     /* Who opened it, for dumps and the leak detector (lock writes). */
     int64_t openerid;
@@ -72,8 +102,28 @@ int weft__pd_wait(struct pd *pd, int fd, uint32_t seq, int mode,
 bool weft__pd_close(int fd);
 void weft__pd_netready(uint64_t data, bool r, bool w, bool hup,
                        struct g **list);
+void weft__pd_ucomplete(uint64_t ud, int32_t res, struct g **list);
+struct uio {
+    uint8_t op;     /* IORING_OP_RECV, _SEND, _READV, _SENDMSG */
+    void *addr;     /* buffer, iovec array or msghdr */
+    uint32_t len;   /* bytes, or iovec count */
+    uint32_t flags; /* msg_flags */
+};
+int32_t weft__pd_uio(struct pd *pd, int fd, uint32_t seq, int dir,
+                     const struct uio *io, int64_t deadline);
 void weft__pd_init(void);
 void weft__pd_fini(void);
+
+struct io_uring_sqe;
+extern bool weft__uring_on;
+void weft__uring_init(int epfd, uint64_t tag);
+void weft__uring_close(void);
+struct io_uring_sqe *weft__uring_sqe(struct p *pp, struct pdu *d);
+void weft__uring_flush(struct p *pp);
+bool weft__uring_queued(struct p *pp);
+struct g *weft__uring_reap(int32_t i, struct g *list);
+struct g *weft__uring_reapall(struct g *list);
+void weft__uring_cancel(struct pdu *d, uint32_t gen, uint64_t ud);
 
 /* An fd weft has open, as weft__fds saw it (the leak detector's view). */
 struct fdinfo {

@@ -7,7 +7,8 @@
  * module, I/O readiness wake the same sleeper.
  *
  * Events carry the data fd.c chose at registration (fd | generation
- * << 32); fd.c turns them into woken Gs.
+ * << 32); fd.c turns them into woken Gs. The io_uring rings (uring.c)
+ * are in the set too: every poll also takes their completions.
  *
  * Invariants:
  *  1. wakesig is 1 while a break is pending (eventfd written, not yet
@@ -25,8 +26,10 @@
 #include "runtime.h"
 #include "sanitizer.h"
 
-/* The break eventfd's event data: no fd's (fd | seq << 32 with fd < 2^31). */
+/* The break eventfd's event data, and the io_uring rings' (RING_DATA |
+ * P id): no fd's (fd | seq << 32 with fd < 2^31). */
 #define BREAK_DATA UINT64_MAX
+#define RING_DATA ((uint64_t)1 << 31)
 
 static int epfd = -1;
 static int breakfd = -1;
@@ -52,6 +55,7 @@ int weft__netpoll_init(void)
         return err;
     }
     STORE(&wakesig, 0);
+    weft__uring_init(epfd, RING_DATA);
     /* Valgrind 3.19 does not know epoll_pwait2 and complains loudly. */
     nopwait2 = weft__vg_on;
     return 0;
@@ -59,6 +63,7 @@ int weft__netpoll_init(void)
 
 void weft__netpoll_close(void)
 {
+    weft__uring_close();
     if (breakfd >= 0)
         close(breakfd);
     if (epfd >= 0)
@@ -139,11 +144,15 @@ struct g *weft__netpoll(int64_t delay)
             }
             continue;
         }
+        if (evs[i].data.u64 & RING_DATA)
+            continue; /* reaped below, all rings at once */
         uint32_t e = evs[i].events;
         bool r = e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
         bool w = e & (EPOLLOUT | EPOLLHUP | EPOLLERR);
         weft__pd_netready(evs[i].data.u64, r, w,
                           e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR), &list);
     }
+    if (weft__uring_on)
+        list = weft__uring_reapall(list);
     return list;
 }

@@ -11,6 +11,9 @@
  *                    on SIGQUIT, dump and exit (default), or dump and run
  *   leakcheck=SECONDS  run the leak monitor (leakcheck.c) with this
  *                    period, 1..3600 (0: off)
+ *   iouring=0|1      reads and writes of weft's stream sockets through
+ *                    io_uring where the kernel has it (1, default), or
+ *                    all I/O on epoll (0)
  * WEFTTRACEBACK is none|single|all|system|crash, or Go's numbers 0 (none),
  * 1 (all) and 2 (system); unset or empty: single.
  *
@@ -166,6 +169,11 @@ static void set_leakcheck(int32_t v)
     weft__debug.leakcheck = v;
 }
 
+static void set_iouring(int32_t v)
+{
+    weft__debug.nouring = v == 0;
+}
+
 static const struct word zero_one[] = {{"0", 0}, {"1", 1}, {NULL, 0}};
 static const struct word sigquitdump_words[] = {
     {"exit", 0}, {"continue", 1}, {NULL, 0}};
@@ -177,6 +185,7 @@ static const struct setting settings[] = {
     {"scheddetail", K_WORD, 0, NULL, zero_one, set_scheddetail},
     {"sigquitdump", K_WORD, 0, NULL, sigquitdump_words, set_sigquitdump},
     {"leakcheck", K_NUMBER, 3600, "seconds", NULL, set_leakcheck},
+    {"iouring", K_WORD, 0, NULL, zero_one, set_iouring},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 

@@ -270,6 +270,9 @@ static inline struct g *fastnext(struct p *pp, bool *inherit)
         return NULL;
     if (unlikely(timersdue(pp)))
         return NULL;
+    if (unlikely(weft__uring_on && (LOAD(&pp->schedtick) & 15) == 0) &&
+        weft__uring_queued(pp)) /* findrunnable sends them */
+        return NULL;
     return weft__runqget(pp, inherit);
 }
 
@@ -1119,6 +1122,11 @@ top:
         if (gp != NULL)
             return gp;
     }
+    /* io_uring requests wait for the P to run dry, so one enter carries
+     * a round's worth; every 16th schedule sends them anyway. */
+    if (weft__uring_on && (LOAD(&pp->schedtick) & 15) == 0 &&
+        weft__uring_queued(pp))
+        weft__uring_flush(pp);
     if ((gp = weft__runqget(pp, inherit)) != NULL)
         return gp;
     if (LOAD(&weft__sched.runqsize) > 0) {
@@ -1126,6 +1134,11 @@ top:
         gp = weft__globrunqget(pp, 0);
         weft__unlock(&weft__sched.lock);
         if (gp != NULL)
+            return gp;
+    }
+    if (weft__uring_on) {
+        weft__uring_flush(pp);
+        if ((gp = injectglist(mp, weft__uring_reap(pp->id, NULL))) != NULL)
             return gp;
     }
     if (weft__netpoll_waiters() && LOAD(&weft__sched.lastpoll) != 0) {
@@ -1327,6 +1340,10 @@ WEFT_EXTERN int weft_syscall_enter(void)
     if (gp->syscallp)
         return WEFT_EINVAL;
     struct p *pp = mp->p;
+    /* The P may sit idle while this M blocks: its queued io_uring
+     * requests go now. */
+    if (weft__uring_on && weft__uring_queued(pp))
+        weft__uring_flush(pp);
     gp->syscallp = true;
     STORE(&gp->status, G_SYSCALL);
     mp->oldp = pp;
@@ -1531,8 +1548,8 @@ static void teardown(void)
     weft__cpuprof_shutdown();
     weft__debug_fini();
     weft__signals_restore();
+    weft__netpoll_close(); /* its io_uring rings before the stacks */
     freeall();
-    weft__netpoll_close();
     weft__pd_fini();
     STORE(&running, false);
 }

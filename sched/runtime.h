@@ -834,6 +834,7 @@ struct debugvars {
     bool sigquitcontinue; /* sigquitdump=continue: dump, then run on */
     int traceback;        /* WEFTTRACEBACK: TB_*, default TB_SINGLE */
     int32_t leakcheck;    /* leakcheck=SECONDS: leak monitor period; 0 off */
+    bool nouring;         /* iouring=0: no io_uring (netpoll/uring.c) */
 };
 extern struct debugvars weft__debug;
 void weft__debug_parse(void);

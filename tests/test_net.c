@@ -42,7 +42,9 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <linux/io_uring.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
@@ -2431,4 +2433,219 @@ TEST(slowloris_idle_conns)
     raise_nofile(1024);
     run(2, slowloris_body, NULL);
     run(1, slowloris_body, NULL);
+}
+
+/* ---------------------------------------------- io_uring (and epoll) */
+
+/* The io_uring path (netpoll/uring.c) must really be in use where the
+ * kernel offers it, or every test above would test epoll twice. */
+static int uring_on_body(void *arg)
+{
+    *(bool *)arg = weft__uring_on;
+    return 0;
+}
+
+TEST(iouring_in_use_where_available)
+{
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    long fd = syscall(__NR_io_uring_setup, 4, &p);
+    const char *dbg = getenv("WEFTDEBUG");
+    bool off = dbg != NULL && strstr(dbg, "iouring=0") != NULL;
+    if (fd < 0)
+        SKIP("io_uring_setup: %s", strerror(errno));
+    close((int)fd);
+    bool on = false;
+    run(2, uring_on_body, &on);
+    if (on != !off)
+        FAIL("WEFTDEBUG=%s, kernel has io_uring: weft__uring_on is %d",
+             dbg ? dbg : "(unset)", on);
+}
+
+/* weft_close of a TCP connection with a blocked reader (or writer)
+ * really closes it: the peer reads EOF (an io_uring request holds its
+ * own reference to the socket until it is cancelled). */
+static int close_eof_body(void *arg)
+{
+    (void)arg;
+    for (int op = OP_READ; op <= OP_WRITE; op++) {
+        weft_waitgroup_t wg = WEFT_WAITGROUP_INIT;
+        struct blk b;
+        memset(&b, 0, sizeof b);
+        b.op = op;
+        b.wg = &wg;
+        int peer;
+        conn_pair(K_TCP4, &b.fd, &peer);
+        if (op == OP_WRITE) {
+            small_buffers(b.fd);
+            small_buffers(peer);
+        }
+        EXPECT_OK(weft_waitgroup_add(&wg, 1));
+        start_blocked(&b);
+        EXPECT_OK(weft_close(b.fd));
+        wg_wait(&wg, 2000, "blocked call after weft_close");
+        EXPECT_ERR(b.result, WEFT_ECLOSED);
+        /* Drain what the writer got out, then the end of the stream. */
+        char buf[65536];
+        int64_t dl = after_ms(2000);
+        ssize_t r;
+        while ((r = weft_read_dl(peer, buf, sizeof buf, dl)) > 0)
+            ;
+        if (r != 0 && r != -ECONNRESET)
+            FAIL("peer of a weft_close'd blocked %s: read %zd (%s), "
+                 "expected EOF",
+                 op_name[op], r, r < 0 ? weft_err_name((int)r) : "");
+        EXPECT_OK(weft_close(peer));
+    }
+    return 0;
+}
+
+TEST(close_blocked_peer_sees_eof)
+{
+    run(1, close_eof_body, NULL);
+    run(2, close_eof_body, NULL);
+}
+
+/* A reader queues its request and, before the P sends it, another
+ * coroutine closes the fd (on one P the closer runs straight after the
+ * reader parks, unless that switch happens to be the 16th that sends
+ * the queue; then it is the in-flight case). The request must never reach the kernel with that fd
+ * number: the fd opened next reuses it and must not lose a byte to it. */
+static int close_queued_body(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 64; i++) {
+        weft_waitgroup_t wg = WEFT_WAITGROUP_INIT;
+        struct blk b;
+        memset(&b, 0, sizeof b);
+        b.op = OP_READ;
+        b.wg = &wg;
+        int peer;
+        conn_pair(K_TCP4, &b.fd, &peer);
+        EXPECT_OK(weft_waitgroup_add(&wg, 1));
+        ASSERT_GT(weft_go(blk_fn, &b), 0);
+        /* One P: the first yield runs the reader up to its park. */
+        for (int k = 0; k <= i % 4; k++)
+            weft_yield();
+        ASSERT(parked_count(0, WR_IO_WAIT) == 1 || atomic_load(&b.finished));
+        int fd = b.fd;
+        EXPECT_OK(weft_close(fd));
+        /* The same number again, straight away. */
+        int c2, s2;
+        conn_pair(K_TCP4, &c2, &s2);
+        EXPECT_ERR(weft_write(s2, "abc", 3, NULL), 3);
+        char got[3];
+        EXPECT_ERR(read_full(c2, got, 3, after_ms(2000)), 3);
+        ASSERT(memcmp(got, "abc", 3) == 0);
+        wg_wait(&wg, 2000, "reader of the closed fd");
+        if (b.result != WEFT_ECLOSED && b.result != WEFT_EBADF)
+            FAIL("round %d: read on an fd closed under it returned %lld",
+                 i, (long long)b.result);
+        EXPECT_OK(weft_close(c2));
+        EXPECT_OK(weft_close(s2));
+        EXPECT_OK(weft_close(peer));
+    }
+    return 0;
+}
+
+TEST(close_before_request_sent)
+{
+    run(1, close_queued_body, NULL);
+}
+
+/* Data racing read deadlines: a writer sends numbered bytes at random
+ * moments around a reader's short deadlines. Whatever times out, every
+ * byte arrives once and in order (a cancelled request consumes none). */
+struct race_w {
+    int fd;
+    uint32_t seed;
+    int n;
+    weft_waitgroup_t wg;
+};
+
+static void race_writer_fn(void *arg)
+{
+    struct race_w *w = arg;
+    uint32_t x = w->seed;
+    for (int i = 0; i < w->n; i++) {
+        x = x * 1664525u + 1013904223u;
+        weft_sleep((int64_t)(x >> 8) % (2 * MS));
+        uint8_t c = (uint8_t)i;
+        EXPECT_ERR(weft_write(w->fd, &c, 1, NULL), 1);
+    }
+    EXPECT_OK(weft_waitgroup_done(&w->wg));
+}
+
+static int deadline_race_body(void *arg)
+{
+    uint32_t seed = (uint32_t)(uintptr_t)arg;
+    int c, s;
+    conn_pair(K_TCP4, &c, &s);
+    struct race_w w = {.fd = s, .seed = seed, .n = 300};
+    EXPECT_OK(weft_waitgroup_add(&w.wg, 1));
+    go(race_writer_fn, &w);
+    int next = 0, timeouts = 0;
+    int64_t end = after_ms(20000);
+    while (next < w.n) {
+        if (weft_now() > end)
+            FAIL("seed %u: byte %d never came", seed, next);
+        uint8_t buf[8];
+        ssize_t r = weft_read_dl(c, buf, sizeof buf, weft_now() + MS);
+        if (r == WEFT_ETIMEDOUT) {
+            timeouts++;
+            continue;
+        }
+        ASSERT_GT(r, 0);
+        for (ssize_t k = 0; k < r; k++, next++)
+            if (buf[k] != (uint8_t)next)
+                FAIL("seed %u: byte %d is %u", seed, next, buf[k]);
+    }
+    wg_wait(&w.wg, 5000, "writer");
+    ASSERT_GT(timeouts, 0); /* the race was run */
+    EXPECT_OK(weft_close(c));
+    EXPECT_OK(weft_close(s));
+    return 0;
+}
+
+TEST(read_deadline_races_data)
+{
+    for (uint32_t seed = 1; seed <= 4; seed++) {
+        run(1, deadline_race_body, (void *)(uintptr_t)seed);
+        run(2, deadline_race_body, (void *)(uintptr_t)(seed + 100));
+    }
+}
+
+/* weft_fd_wait on a socket weft made (io_uring leaves those off epoll
+ * until something waits for readiness). */
+static int fd_wait_stream_body(void *arg)
+{
+    (void)arg;
+    int c, s;
+    conn_pair(K_TCP4, &c, &s);
+    int r = weft_fd_wait(c, WEFT_WRITE, after_ms(2000));
+    ASSERT(r > 0 && (r & WEFT_WRITE));
+    EXPECT_ERR(weft_fd_wait(c, WEFT_READ, weft_now() + 20 * MS),
+               WEFT_ETIMEDOUT);
+    struct delayed_write dw;
+    memset(&dw, 0, sizeof dw);
+    dw.fd = s;
+    dw.delay = 20 * MS;
+    dw.data = "ping";
+    EXPECT_OK(weft_waitgroup_add(&dw.wg, 1));
+    go(delayed_write_fn, &dw);
+    r = weft_fd_wait(c, WEFT_READ, after_ms(2000));
+    ASSERT(r > 0 && (r & WEFT_READ));
+    char buf[8];
+    EXPECT_ERR(weft_read(c, buf, sizeof buf), 4);
+    ASSERT(memcmp(buf, "ping", 4) == 0);
+    wg_wait(&dw.wg, 2000, "delayed writer");
+    EXPECT_OK(weft_close(c));
+    EXPECT_OK(weft_close(s));
+    return 0;
+}
+
+TEST(fd_wait_on_weft_socket)
+{
+    run(1, fd_wait_stream_body, NULL);
+    run(2, fd_wait_stream_body, NULL);
 }
