@@ -462,18 +462,25 @@ WEFT_EXTERN int weft_sem_release(weft_sem_t *s, uint32_t n);
 /*
  * Coroutines block on fds the way Go's goroutines block on net.Conn: the
  * call parks the coroutine (wait reason "IO wait") until the fd is ready,
- * and the runtime's one netpoller (epoll) wakes it. The calls below take
- * ordinary fds, kept in non-blocking mode.
+ * and the runtime's one netpoller (epoll) wakes it. Reads and writes of
+ * the sockets weft_accept and weft_dial return go through an io_uring per
+ * P instead where the kernel has one (Linux 6.0 or later; WEFTDEBUG=
+ * iouring=0 turns it off): the request is queued, the coroutine parks,
+ * and one io_uring_enter sends a scheduling round's requests. The calls
+ * below take ordinary fds, kept in non-blocking mode.
  *
  * Rules for every fd call:
  *  - An fd is weft's once it came from weft_listen/weft_accept/weft_dial or
  *    was handed over with weft_fd_open (the read/write/wait calls also
  *    adopt an fd they have not seen). Close it with weft_close, not
- *    close(2): weft_close wakes its waiters with WEFT_ECLOSED and forgets
- *    the fd, so a later fd with the same number never wakes a coroutine
- *    that waited on the old one.
- *  - At most one coroutine waits to read and one to write on an fd at a
- *    time (as Go serialises a conn's readers); another gets WEFT_EBUSY.
+ *    close(2): weft_close wakes its waiters with WEFT_ECLOSED (cancelling
+ *    their io_uring requests, which otherwise keep the socket open) and
+ *    forgets the fd, so a later fd with the same number never wakes a
+ *    coroutine that waited on the old one.
+ *  - At most one coroutine reads and one writes an fd at a time (as Go
+ *    serialises a conn's readers); another gets WEFT_EBUSY: on weft's
+ *    sockets under io_uring as soon as the first one's call is under way,
+ *    elsewhere when both would have to wait.
  *  - Deadlines are absolute weft_now() times. One that passes returns
  *    WEFT_ETIMEDOUT and leaves the fd usable. WEFT_FOREVER: none.
  *  - Errors are negative errnos (-ECONNRESET, -EPIPE, ...). Writes never

@@ -1,8 +1,9 @@
 /*
  * fd.c - poll descriptors: what weft knows about each fd it waits on
- * (Go's pollDesc, runtime/netpoll.go), and the wait for fd readiness that
- * every fd call in net.c parks in. The backend (netpoll_epoll.c) reports
- * readiness here through weft__pd_netready.
+ * (Go's pollDesc, runtime/netpoll.go), and the waits every fd call in
+ * net.c parks in: for readiness (weft__pd_wait; netpoll_epoll.c reports
+ * it through weft__pd_netready) and for an io_uring request's completion
+ * (weft__pd_uio; uring.c reports CQEs through weft__pd_ucomplete).
  *
  * Each fd number has one pd, in a two-level table indexed by the number;
  * pds are never freed while the runtime lives, so a late event or a
@@ -47,6 +48,18 @@
  *     swaps the words, so the waiter either sees the new seq or is woken.
  *  5. open/close of a pd take pd->lock (never held across a park); the
  *     wait and the wake paths take no lock.
+ *  6. With io_uring on, a stream socket weft made is registered with
+ *     epoll only when something first waits for its readiness (pollreg:
+ *     connect, weft_fd_wait); its reads and writes never do.
+ *  7. An io_uring request (weft__pd_uio) has one waker, its CQE, through
+ *     the direction's tok word as invariant 1 has the fd words: the G
+ *     publishes its token in its park commit, the completion swaps in
+ *     UTOK_DONE and claims the token it took. Its deadline timer only
+ *     wakes the G to cancel the request (uring.c invariant 3); weft_close
+ *     cancels instead of waking. Either way the G returns only after the
+ *     CQE: the kernel may be writing into the caller's buffer until then.
+ *     A request that completed despite the cancel keeps its result (a
+ *     read's bytes are not lost), unless the fd was closed.
  *
  * Rejected: a lock per pd around the waits (simpler, but two atomic
  * read-modify-writes more per wake-up on the server hot path), and
@@ -429,6 +442,11 @@ int32_t weft__pd_uio(struct pd *pd, int fd, uint32_t seq, int dir,
     sqe->len = io->len;
     sqe->msg_flags = io->flags;
     sqe->user_data = ud;
+    /* The last read came back short: the queue was empty then, and most
+     * likely still is, so skip the recv that would fail and arm the poll
+     * at once: -2.5% kernel cycles per request on examples/echo. */
+    if (d->drained && io->op == IORING_OP_RECV)
+        sqe->ioprio = IORING_RECVSEND_POLL_FIRST;
 
     struct g *gp = weft__getg();
     __atomic_store_n(&gp->waitfd, fd, __ATOMIC_RELAXED);
@@ -459,7 +477,9 @@ int32_t weft__pd_uio(struct pd *pd, int fd, uint32_t seq, int dir,
     atomic_fetch_sub(&nwaiters, 1);
     s = atomic_load(&d->st);
     int32_t res = d->res;
-    atomic_store(&d->st, gen << U_GEN | U_IDLE);
+    d->drained = res > 0 && (uint32_t)res < io->len;
+    /* Release: the next owner of the direction sees res read. */
+    __atomic_store_n(&d->st, gen << U_GEN | U_IDLE, __ATOMIC_RELEASE);
     bool closed = atomic_load(&pd->seq) != seq;
     if ((s & U_NOP) || ((s & U_CANCEL) && res == -ECANCELED))
         return closed ? WEFT_ECLOSED : WEFT_ETIMEDOUT;

@@ -70,6 +70,8 @@ struct pdu {
     _Atomic int32_t ring; /* the P id whose ring has it */
     _Atomic uint32_t seq; /* the pd generation it was queued for */
     int32_t res;          /* the CQE's, published by tok = UTOK_DONE */
+    bool drained;         /* the last request came back short (the G
+                           * that owns the direction writes it) */
     _Atomic uint64_t tok; /* 0, UTOK_DONE, or the parked G's token */
 };
 
