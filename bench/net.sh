@@ -6,7 +6,9 @@
 #
 # What runs (each server on CPU 0, each client on CPU 1, via taskset):
 #   echo   weft examples/echo --procs 1, Go bench/go/echo.go at
-#          GOMAXPROCS=1, libuv bench/libuv/echo.c; each at 50 and 1000
+#          GOMAXPROCS=1, libuv bench/libuv/echo.c, and weft again with
+#          WEFTDEBUG=iouring=0 (epoll only: a "#" line compares the two
+#          backends, no target); each at 50 and 1000
 #          connections under bench/net/loadgen (64-byte lockstep
 #          request/response, 1 s warmup, NET_SECS measured). loadgen reads
 #          the server's utime+stime from /proc at the edges of the measured
@@ -32,7 +34,7 @@
 # servers' runs, a "# note" says so, since req/s then measures the tool.
 #
 # Environment: NET_SECS (measured seconds per run, default 5; the whole
-# script then takes about 60 s), NET_WARMUP (echo warmup seconds,
+# script then takes about 75 s), NET_WARMUP (echo warmup seconds,
 # default 1), NET_SERVER_CPU / NET_CLIENT_CPU (default 0 / 1),
 # NET_ONLY="echo" or "httpd" to run one part.
 #
@@ -330,6 +332,9 @@ server_cmd() {
     echo/weft)
         [[ -x $weft_echo ]] || { why="weft: $weft_echo is missing (examples/echo.c not built)"; return 1; }
         cmd=("$weft_echo" --procs 1) cmd_env=WEFTMAXPROCS=1 ;;
+    echo/weft-epoll)
+        [[ -x $weft_echo ]] || { why="weft: $weft_echo is missing (examples/echo.c not built)"; return 1; }
+        cmd=("$weft_echo" --procs 1) cmd_env="WEFTMAXPROCS=1 WEFTDEBUG=iouring=0" ;;
     httpd/weft)
         [[ -x $weft_httpd ]] || { why="weft: $weft_httpd is missing (examples/httpd.c not built)"; return 1; }
         cmd=("$weft_httpd" --procs 1) cmd_env=WEFTMAXPROCS=1 ;;
@@ -418,10 +423,14 @@ if wanted echo; then
             continue
         fi
         # Alternate the servers so that drift in the machine hits all.
-        for impl in weft go libuv; do
+        for impl in weft go libuv weft-epoll; do
             run_echo "$impl" "$conns"
         done
         k=$conns
+        # weft with io_uring off (no target): what the io_uring path buys.
+        [[ -n ${cpureq[weft-epoll/$k]:-} && -n ${cpureq[weft/$k]:-} ]] &&
+            awk -v a="${cpureq[weft/$k]}" -v b="${cpureq[weft-epoll/$k]}" \
+                -v k="$k" 'BEGIN { if (b > 0) printf "# echo_c%s_cpu_per_req weft io_uring/epoll=%.3f\n", k, a / b }'
         ratio "echo_c${k}_cpu_per_req" "${cpureq[weft/$k]:-}" "${cpureq[go/$k]:-}" go 0.75 ""
         ratio "echo_c${k}_cpu_per_req" "${cpureq[weft/$k]:-}" "${cpureq[libuv/$k]:-}" libuv 1.0 ""
         ratio "echo_c${k}_rps" "${rps[weft/$k]:-}" "${rps[go/$k]:-}" go "" 1.2
