@@ -54,11 +54,11 @@
  *  7. An io_uring request (weft__pd_uio) has one waker, its CQE, through
  *     the direction's tok word as invariant 1 has the fd words: the G
  *     publishes its token in its park commit, the completion swaps in
- *     UTOK_DONE and claims the token it took. Its deadline timer only
- *     wakes the G to cancel the request (uring.c invariant 3); weft_close
- *     cancels instead of waking. Either way the G returns only after the
+ *     UTOK_DONE and claims the token it took. Its deadline is a linked
+ *     timeout in the kernel, which cancels it; weft_close cancels it
+ *     (uring.c invariant 3). Either way the G returns only after the
  *     CQE: the kernel may be writing into the caller's buffer until then.
- *     A request that completed despite the cancel keeps its result (a
+ *     A request that completed before its cancel keeps its result (a
  *     read's bytes are not lost), unless the fd was closed.
  *
  * Rejected: a lock per pd around the waits (simpler, but two atomic
@@ -380,19 +380,16 @@ static inline uint64_t udata(int fd, int dir, uint32_t gen)
 struct upark {
     _Atomic uint64_t *tok;
     uint64_t token;
-    int64_t deadline;
 };
 
 /* ucommit - the G's half of invariant 7, after its switch. */
 static bool ucommit(struct g *gp, void *argp)
 {
     struct upark pa = *(struct upark *)argp; /* on gp's stack: copy */
-    weft__wait_arm(gp, pa.deadline);
     uint64_t zero = 0;
     if (atomic_compare_exchange_strong(pa.tok, &zero, pa.token))
         return true;
-    /* The CQE came first: do not sleep, unless the timer has already
-     * claimed (and so readies) the G. */
+    /* The CQE came first: do not sleep. */
     return !weft__wait_claim_g(gp, (uint32_t)pa.token);
 }
 
@@ -434,57 +431,62 @@ int32_t weft__pd_uio(struct pd *pd, int fd, uint32_t seq, int dir,
         atomic_store(&d->st, gen << U_GEN | U_IDLE);
         return rc;
     }
-    uint64_t ud = udata(fd, dir, gen);
-    struct io_uring_sqe *sqe = weft__uring_sqe(weft__getm()->p, d);
+    bool timed = deadline != WEFT_FOREVER;
+    struct io_uring_sqe *sqes[2];
+    weft__uring_sqe(weft__getm()->p, d, timed ? 2 : 1, sqes);
+    struct io_uring_sqe *sqe = sqes[0];
     sqe->opcode = io->op;
     sqe->fd = fd;
     sqe->addr = (uint64_t)(uintptr_t)io->addr;
     sqe->len = io->len;
     sqe->msg_flags = io->flags;
-    sqe->user_data = ud;
+    sqe->user_data = udata(fd, dir, gen);
     /* The last read came back short: the queue was empty then, and most
      * likely still is, so skip the recv that would fail and arm the poll
      * at once: -2.5% kernel cycles per request on examples/echo. */
     if (d->drained && io->op == IORING_OP_RECV)
         sqe->ioprio = IORING_RECVSEND_POLL_FIRST;
+    /* The deadline is the kernel's: a linked timeout cancels the request
+     * (-ECANCELED), and costs a timer only if the request has to wait.
+     * Read at submission, while this frame lives (the G is parked). */
+    struct __kernel_timespec ts = {deadline / 1000000000,
+                                   deadline % 1000000000};
+    if (timed) {
+        sqe->flags |= IOSQE_IO_LINK;
+        struct io_uring_sqe *t = sqes[1];
+        t->opcode = IORING_OP_LINK_TIMEOUT;
+        t->fd = -1;
+        t->addr = (uint64_t)(uintptr_t)&ts;
+        t->len = 1;
+        t->timeout_flags = IORING_TIMEOUT_ABS;
+        t->user_data = UD_TIMEOUT;
+    }
 
     struct g *gp = weft__getg();
     __atomic_store_n(&gp->waitfd, fd, __ATOMIC_RELAXED);
     atomic_fetch_add(&nwaiters, 1);
-    bool cancelled = false;
     for (;;) {
         uint64_t wseq = weft__wait_prepare(gp);
         struct upark pa = {
             .tok = &d->tok,
             .token = ((uint64_t)gp->idx + 1) << 32 | (uint32_t)wseq,
-            .deadline = cancelled ? WEFT_FOREVER : deadline,
         };
         weft__park(ucommit, &pa, WR_IO_WAIT);
-        bool timedout = (atomic_load(&gp->waitstate) & 3) == WS_TIMEDOUT;
-        if (!timedout && pa.deadline != WEFT_FOREVER)
-            weft__timer_del(&gp->timer); /* a late firing fails its CAS */
         uint64_t t = atomic_load(&d->tok);
-        if (t == UTOK_DONE)
-            break;
-        /* Only the deadline wakes a G whose CQE has not come. */
-        if (!cancelled) {
-            weft__uring_cancel(d, gen, ud);
-            cancelled = true;
-        }
-        if (!atomic_compare_exchange_strong(&d->tok, &t, 0))
-            break; /* the CQE came meanwhile */
+        if (t == UTOK_DONE || !atomic_compare_exchange_strong(&d->tok, &t, 0))
+            break; /* only the CQE wakes us: this is for robustness */
     }
     atomic_fetch_sub(&nwaiters, 1);
     s = atomic_load(&d->st);
     int32_t res = d->res;
-    d->drained = res > 0 && (uint32_t)res < io->len;
+    d->drained = io->op == IORING_OP_RECV && res > 0 && (uint32_t)res < io->len;
     /* Release: the next owner of the direction sees res read. */
     __atomic_store_n(&d->st, gen << U_GEN | U_IDLE, __ATOMIC_RELEASE);
     bool closed = atomic_load(&pd->seq) != seq;
-    if ((s & U_NOP) || ((s & U_CANCEL) && res == -ECANCELED))
-        return closed ? WEFT_ECLOSED : WEFT_ETIMEDOUT;
-    if (closed && res < 0)
+    if (closed && ((s & U_NOP) || res < 0))
         return WEFT_ECLOSED;
+    if (timed && res == -ECANCELED) /* by its linked timeout */
+        return WEFT_ETIMEDOUT;
     return res;
 }
 

@@ -65,6 +65,7 @@ enum {
     U_GEN = 5,
 };
 #define UTOK_DONE ((uint64_t)1)
+#define UD_TIMEOUT UINT64_MAX /* a linked timeout's user_data: no fd's */
 struct pdu {
     _Atomic uint32_t st;  /* see above */
     _Atomic int32_t ring; /* the P id whose ring has it */
@@ -120,7 +121,8 @@ struct io_uring_sqe;
 extern bool weft__uring_on;
 void weft__uring_init(int epfd, uint64_t tag);
 void weft__uring_close(void);
-struct io_uring_sqe *weft__uring_sqe(struct p *pp, struct pdu *d);
+void weft__uring_sqe(struct p *pp, struct pdu *d, uint32_t n,
+                     struct io_uring_sqe **sqe);
 void weft__uring_flush(struct p *pp);
 bool weft__uring_queued(struct p *pp);
 struct g *weft__uring_reap(int32_t i, struct g *list);

@@ -29,11 +29,12 @@
  *     fd.c (weft__pd_ucomplete), which readies the waiter.
  *  3. Each queued request has a state word in its pd (struct pdu):
  *     QUEUED -> SUBMITTING (flush, before the enter) -> INFLIGHT (after
- *     the kernel consumed it) -> DONE (its CQE). A canceller (deadline,
- *     weft_close) marks a QUEUED one, which the flush turns into a NOP,
- *     and cancels an INFLIGHT one with IORING_REGISTER_SYNC_CANCEL; so a
- *     request never reaches the kernel after its fd was closed, and a
- *     reused fd number never receives an old request.
+ *     the kernel consumed it) -> DONE (its CQE). weft_close marks a
+ *     QUEUED one, which the flush turns into a NOP, and cancels an
+ *     INFLIGHT one with IORING_REGISTER_SYNC_CANCEL; so a request never
+ *     reaches the kernel after its fd was closed, and a reused fd number
+ *     never receives an old request. A deadline is the request's linked
+ *     timeout (the pair is queued and sent together).
  *  4. Each ring's fd is in the epoll set (level-triggered): a sleeping
  *     poller wakes for completions as for readiness.
  *
@@ -231,6 +232,8 @@ void weft__uring_flush(struct p *pp)
     uint32_t st[SQ_ENTRIES];
     for (uint32_t k = 0; k < n; k++) {
         struct pdu *d = r->queued[k];
+        if (d == NULL) /* a linked timeout: goes with its request */
+            continue;
         uint32_t s = LOAD(&d->st); /* QUEUED, maybe CANCEL: ours to move */
         for (;;) {
             uint32_t to = (s & ~(uint32_t)U_STATE) | U_SUBMITTING;
@@ -246,8 +249,10 @@ void weft__uring_flush(struct p *pp)
         /* Cancelled while queued (invariant 3): a NOP completes it. */
         struct io_uring_sqe *sqe = &r->sqes[(first + k) & r->sqmask];
         uint64_t ud = sqe->user_data;
+        uint8_t flags = sqe->flags; /* a linked timeout stays linked */
         memset(sqe, 0, sizeof *sqe);
         sqe->opcode = IORING_OP_NOP;
+        sqe->flags = flags;
         sqe->user_data = ud;
     }
     __atomic_store_n(r->sqtail, r->tail, __ATOMIC_RELEASE);
@@ -256,9 +261,9 @@ void weft__uring_flush(struct p *pp)
         if (left == 0)
             break;
         int k = enter(r->fd, left, 0);
-        if (k >= 0 || k == -EINTR)
+        if (k > 0 || k == -EINTR)
             continue;
-        if (k == -EAGAIN || k == -EBUSY) {
+        if (k == 0 || k == -EAGAIN || k == -EBUSY) {
             /* Out of kernel memory or completions backed up: make room
              * and let someone reap. */
             struct g *list = weft__uring_reap(pp->id, NULL);
@@ -270,6 +275,8 @@ void weft__uring_flush(struct p *pp)
         weft__throw("weft: io_uring_enter failed");
     }
     for (uint32_t k = 0; k < n; k++) {
+        if (r->queued[k] == NULL)
+            continue;
         uint32_t s = st[k];
         /* A CQE may have made it DONE already; a canceller marks only a
          * request that is not SUBMITTING, so s is still exact if not. */
@@ -279,20 +286,24 @@ void weft__uring_flush(struct p *pp)
     r->nqueued = 0;
 }
 
-/* weft__uring_sqe - a zeroed SQE on pp's ring for d's request (owner of
- * pp), queued until the next flush; d->st must be U_QUEUED. */
-struct io_uring_sqe *weft__uring_sqe(struct p *pp, struct pdu *d)
+/* weft__uring_sqe - n (1 or 2: a request and its linked timeout)
+ * zeroed SQEs in a row on pp's ring (owner of pp) into sqe[], queued
+ * for d's request until the next flush; d->st must be U_QUEUED. */
+void weft__uring_sqe(struct p *pp, struct pdu *d, uint32_t n,
+                     struct io_uring_sqe **sqe)
 {
     struct uring *r = rings[pp->id];
-    if (r->nqueued == SQ_ENTRIES ||
-        r->tail - __atomic_load_n(r->sqhead, __ATOMIC_ACQUIRE) >= SQ_ENTRIES)
+    /* Both of a linked pair go in one enter, or the link breaks. */
+    if (r->nqueued + n > SQ_ENTRIES ||
+        r->tail - __atomic_load_n(r->sqhead, __ATOMIC_ACQUIRE) + n > SQ_ENTRIES)
         weft__uring_flush(pp);
-    struct io_uring_sqe *sqe = &r->sqes[r->tail & r->sqmask];
-    memset(sqe, 0, sizeof *sqe);
-    r->queued[r->nqueued++] = d;
-    r->tail++;
+    for (uint32_t k = 0; k < n; k++) {
+        sqe[k] = &r->sqes[r->tail & r->sqmask]; /* may wrap between two */
+        memset(sqe[k], 0, sizeof *sqe[k]);
+        r->queued[r->nqueued++] = k == 0 ? d : NULL;
+        r->tail++;
+    }
     STORE(&d->ring, pp->id);
-    return sqe;
 }
 
 bool weft__uring_queued(struct p *pp)
@@ -316,7 +327,8 @@ struct g *weft__uring_reap(int32_t i, struct g *list)
         uint32_t tail = __atomic_load_n(r->cqtail, __ATOMIC_ACQUIRE);
         for (; head != tail; head++) {
             struct io_uring_cqe *c = &r->cqes[head & r->cqmask];
-            weft__pd_ucomplete(c->user_data, c->res, &list);
+            if (c->user_data != UD_TIMEOUT) /* its request's CQE tells */
+                weft__pd_ucomplete(c->user_data, c->res, &list);
         }
         __atomic_store_n(r->cqhead, head, __ATOMIC_RELEASE);
         /* The kernel keeps what did not fit; it moves it in on an enter

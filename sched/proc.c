@@ -258,6 +258,14 @@ static inline bool timersdue(struct p *pp)
     return (LOAD(&pp->schedtick) & 63) == 0 && t0 <= weft__nanotime();
 }
 
+/* uringdue - whether pp's queued io_uring requests should go now, on
+ * every 16th schedule (findrunnable sends them). */
+static inline bool uringdue(struct p *pp)
+{
+    return weft__uring_on && (LOAD(&pp->schedtick) & 15) == 0 &&
+           weft__uring_queued(pp);
+}
+
 /* fastnext - a G to switch to directly from a G, or NULL when g0 must
  * decide (global queue fairness, timers due, shutdown, empty queue).
  * *inherit: see weft__runqget. */
@@ -270,8 +278,7 @@ static inline struct g *fastnext(struct p *pp, bool *inherit)
         return NULL;
     if (unlikely(timersdue(pp)))
         return NULL;
-    if (unlikely(weft__uring_on && (LOAD(&pp->schedtick) & 15) == 0) &&
-        weft__uring_queued(pp)) /* findrunnable sends them */
+    if (unlikely(uringdue(pp)))
         return NULL;
     return weft__runqget(pp, inherit);
 }
@@ -708,7 +715,7 @@ WEFT_EXTERN int weft_yield(void)
     bool inherit = false;
     struct g *next = fastnext(pp, &inherit);
     if (next == NULL && attention() == 0 &&
-        LOAD(&weft__sched.runqsize) == 0 && !timersdue(pp)) {
+        LOAD(&weft__sched.runqsize) == 0 && !timersdue(pp) && !uringdue(pp)) {
         /* Nobody else to run here. Count a tick all the same, as Go's
          * Gosched does: a frozen schedtick would keep timersdue() on its
          * every-16th real clock read for every yield of a lone yielder. */
@@ -1123,10 +1130,13 @@ top:
             return gp;
     }
     /* io_uring requests wait for the P to run dry, so one enter carries
-     * a round's worth; every 16th schedule sends them anyway. */
-    if (weft__uring_on && (LOAD(&pp->schedtick) & 15) == 0 &&
-        weft__uring_queued(pp))
+     * a round's worth; every 16th schedule sends them anyway, and takes
+     * what completed, so a P that never runs dry still does its I/O. */
+    if (uringdue(pp)) {
         weft__uring_flush(pp);
+        if ((gp = injectglist(mp, weft__uring_reap(pp->id, NULL))) != NULL)
+            return gp;
+    }
     if ((gp = weft__runqget(pp, inherit)) != NULL)
         return gp;
     if (LOAD(&weft__sched.runqsize) > 0) {

@@ -2508,9 +2508,10 @@ TEST(close_blocked_peer_sees_eof)
 
 /* A reader queues its request and, before the P sends it, another
  * coroutine closes the fd (on one P the closer runs straight after the
- * reader parks, unless that switch happens to be the 16th that sends
- * the queue; then it is the in-flight case). The request must never reach the kernel with that fd
- * number: the fd opened next reuses it and must not lose a byte to it. */
+ * reader parks, unless that switch happens to be the 16th, which sends
+ * the queue: then it is the in-flight case). The request must never
+ * reach the kernel with that fd number: the fd opened next reuses it
+ * and must not lose a byte to it. */
 static int close_queued_body(void *arg)
 {
     (void)arg;
@@ -2648,4 +2649,72 @@ TEST(fd_wait_on_weft_socket)
 {
     run(1, fd_wait_stream_body, NULL);
     run(2, fd_wait_stream_body, NULL);
+}
+
+/* A P that never runs dry (coroutines that only yield) still does its
+ * io_uring I/O: every 16th switch sends the queue and takes what
+ * completed. (On epoll, as in Go, such a P polls only when sysmon does,
+ * every 10 ms: not what this test is about.) */
+struct spinner {
+    _Atomic bool *stop;
+    weft_waitgroup_t *wg;
+};
+
+static void yielder_fn(void *arg)
+{
+    struct spinner *sp = arg;
+    while (!atomic_load(sp->stop))
+        weft_yield();
+    EXPECT_OK(weft_waitgroup_done(sp->wg));
+}
+
+static void echo_once_fn(void *arg)
+{
+    int fd = *(int *)arg;
+    char buf[16];
+    ssize_t n;
+    while ((n = weft_read(fd, buf, sizeof buf)) > 0)
+        EXPECT_ERR(weft_write(fd, buf, (size_t)n, NULL), n);
+}
+
+static int busy_p_body(void *arg)
+{
+    bool *skipped = arg;
+    if (!weft__uring_on) {
+        *skipped = true;
+        return 0;
+    }
+    int c, s;
+    conn_pair(K_TCP4, &c, &s);
+    go(echo_once_fn, &s);
+    _Atomic bool stop = false;
+    weft_waitgroup_t wg = WEFT_WAITGROUP_INIT;
+    struct spinner sp = {&stop, &wg};
+    EXPECT_OK(weft_waitgroup_add(&wg, 4));
+    for (int i = 0; i < 4; i++)
+        go(yielder_fn, &sp);
+    int64_t dl = after_ms(5000);
+    for (int i = 0; i < 300; i++) {
+        char m[4] = {(char)i, 1, 2, 3}, got[4];
+        EXPECT_ERR(weft_write_dl(c, m, 4, NULL, dl), 4);
+        ssize_t r = read_full(c, got, 4, dl);
+        if (r != 4)
+            FAIL("round trip %d beside 4 yielding coroutines: %zd (%s)", i,
+                 r, r < 0 ? weft_err_name((int)r) : "short");
+        ASSERT(memcmp(m, got, 4) == 0);
+    }
+    atomic_store(&stop, true);
+    wg_wait(&wg, 2000, "yielders");
+    EXPECT_OK(weft_close(c)); /* the echo coroutine reads EOF and ends */
+    weft_sleep(10 * MS);
+    EXPECT_OK(weft_close(s));
+    return 0;
+}
+
+TEST(io_progress_on_a_busy_p)
+{
+    bool skipped = false;
+    run(1, busy_p_body, &skipped);
+    if (skipped)
+        SKIP("io_uring is off");
 }
