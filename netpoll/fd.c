@@ -54,9 +54,8 @@
  *  7. An io_uring request (weft__pd_uio) has one waker, its CQE, through
  *     the direction's tok word as invariant 1 has the fd words: the G
  *     publishes its token in its park commit, the completion swaps in
- *     UTOK_DONE and claims the token it took. Its deadline is a linked
- *     timeout in the kernel, which cancels it; weft_close cancels it
- *     (uring.c invariant 3). Either way the G returns only after the
+ *     UTOK_DONE and claims the token it took. Its deadline's timer and
+ *     weft_close cancel it (uring.c invariants 3 and 5). Either way the G returns only after the
  *     CQE: the kernel may be writing into the caller's buffer until then.
  *     A request that completed before its cancel keeps its result (a
  *     read's bytes are not lost), unless the fd was closed.
@@ -431,36 +430,20 @@ int32_t weft__pd_uio(struct pd *pd, int fd, uint32_t seq, int dir,
         atomic_store(&d->st, gen << U_GEN | U_IDLE);
         return rc;
     }
-    bool timed = deadline != WEFT_FOREVER;
-    struct io_uring_sqe *sqes[2];
-    weft__uring_sqe(weft__getm()->p, d, timed ? 2 : 1, sqes);
-    struct io_uring_sqe *sqe = sqes[0];
+    d->ud = udata(fd, dir, gen);
+    d->deadline = deadline;
+    struct io_uring_sqe *sqe = weft__uring_sqe(weft__getm()->p, d);
     sqe->opcode = io->op;
     sqe->fd = fd;
     sqe->addr = (uint64_t)(uintptr_t)io->addr;
     sqe->len = io->len;
     sqe->msg_flags = io->flags;
-    sqe->user_data = udata(fd, dir, gen);
+    sqe->user_data = d->ud;
     /* The last read came back short: the queue was empty then, and most
      * likely still is, so skip the recv that would fail and arm the poll
      * at once: -2.5% kernel cycles per request on examples/echo. */
     if (d->drained && io->op == IORING_OP_RECV)
         sqe->ioprio = IORING_RECVSEND_POLL_FIRST;
-    /* The deadline is the kernel's: a linked timeout cancels the request
-     * (-ECANCELED), and costs a timer only if the request has to wait.
-     * Read at submission, while this frame lives (the G is parked). */
-    struct __kernel_timespec ts = {deadline / 1000000000,
-                                   deadline % 1000000000};
-    if (timed) {
-        sqe->flags |= IOSQE_IO_LINK;
-        struct io_uring_sqe *t = sqes[1];
-        t->opcode = IORING_OP_LINK_TIMEOUT;
-        t->fd = -1;
-        t->addr = (uint64_t)(uintptr_t)&ts;
-        t->len = 1;
-        t->timeout_flags = IORING_TIMEOUT_ABS;
-        t->user_data = UD_TIMEOUT;
-    }
 
     struct g *gp = weft__getg();
     __atomic_store_n(&gp->waitfd, fd, __ATOMIC_RELAXED);
@@ -477,6 +460,8 @@ int32_t weft__pd_uio(struct pd *pd, int fd, uint32_t seq, int dir,
             break; /* only the CQE wakes us: this is for robustness */
     }
     atomic_fetch_sub(&nwaiters, 1);
+    if (deadline != WEFT_FOREVER)
+        weft__timer_del(&d->tm); /* uring.c invariant 5 */
     s = atomic_load(&d->st);
     int32_t res = d->res;
     d->drained = io->op == IORING_OP_RECV && res > 0 && (uint32_t)res < io->len;
@@ -485,7 +470,7 @@ int32_t weft__pd_uio(struct pd *pd, int fd, uint32_t seq, int dir,
     bool closed = atomic_load(&pd->seq) != seq;
     if (closed && ((s & U_NOP) || res < 0))
         return WEFT_ECLOSED;
-    if (timed && res == -ECANCELED) /* by its linked timeout */
+    if ((s & U_CANCEL) && res == -ECANCELED) /* by its deadline */
         return WEFT_ETIMEDOUT;
     return res;
 }

@@ -65,11 +65,16 @@ enum {
     U_GEN = 5,
 };
 #define UTOK_DONE ((uint64_t)1)
-#define UD_TIMEOUT UINT64_MAX /* a linked timeout's user_data: no fd's */
 struct pdu {
     _Atomic uint32_t st;  /* see above */
     _Atomic int32_t ring; /* the P id whose ring has it */
     _Atomic uint32_t seq; /* the pd generation it was queued for */
+    /* Set by the G before it queues the request, read by the P that
+     * sends it and by the deadline timer (uring.c invariant 5). */
+    uint64_t ud;          /* its user_data */
+    int64_t deadline;     /* WEFT_FOREVER: none */
+    struct timer tm;      /* the deadline, armed only if the request
+                           * did not complete as it was sent */
     int32_t res;          /* the CQE's, published by tok = UTOK_DONE */
     bool drained;         /* the last request came back short (the G
                            * that owns the direction writes it) */
@@ -121,8 +126,7 @@ struct io_uring_sqe;
 extern bool weft__uring_on;
 void weft__uring_init(int epfd, uint64_t tag);
 void weft__uring_close(void);
-void weft__uring_sqe(struct p *pp, struct pdu *d, uint32_t n,
-                     struct io_uring_sqe **sqe);
+struct io_uring_sqe *weft__uring_sqe(struct p *pp, struct pdu *d);
 void weft__uring_flush(struct p *pp);
 bool weft__uring_queued(struct p *pp);
 struct g *weft__uring_reap(int32_t i, struct g *list);

@@ -33,8 +33,14 @@
  *     QUEUED one, which the flush turns into a NOP, and cancels an
  *     INFLIGHT one with IORING_REGISTER_SYNC_CANCEL; so a request never
  *     reaches the kernel after its fd was closed, and a reused fd number
- *     never receives an old request. A deadline is the request's linked
- *     timeout (the pair is queued and sent together).
+ *     never receives an old request.
+ *  5. Deadlines: a request that did not complete as it was sent (reads
+ *     that wait for data; writes almost never do) gets a timer on the
+ *     sending P, whose firing cancels it as weft_close does; the G
+ *     deletes it after the CQE. Arming one per request instead cost
+ *     httpd, whose every read and write has a deadline, ~8% more cycles
+ *     per request as kernel linked timeouts (prepared and disarmed even
+ *     for a send that completes at once).
  *  4. Each ring's fd is in the epoll set (level-triggered): a sleeping
  *     poller wakes for completions as for readiness.
  *
@@ -220,6 +226,15 @@ void weft__uring_init(int epfd, uint64_t tag)
     weft__uring_on = true;
 }
 
+/* expire - a request's deadline passed: cancel it, if it is still the
+ * request gen (its CQE wakes the G). Timer context. */
+static void expire(void *arg, uint64_t gen, int64_t now)
+{
+    (void)now;
+    struct pdu *d = arg;
+    weft__uring_cancel(d, (uint32_t)gen, d->ud);
+}
+
 /* weft__uring_flush - hand pp's queued SQEs to the kernel (owner of pp,
  * on g0 or on a coroutine that has not queued its own yet). */
 void weft__uring_flush(struct p *pp)
@@ -232,8 +247,6 @@ void weft__uring_flush(struct p *pp)
     uint32_t st[SQ_ENTRIES];
     for (uint32_t k = 0; k < n; k++) {
         struct pdu *d = r->queued[k];
-        if (d == NULL) /* a linked timeout: goes with its request */
-            continue;
         uint32_t s = LOAD(&d->st); /* QUEUED, maybe CANCEL: ours to move */
         for (;;) {
             uint32_t to = (s & ~(uint32_t)U_STATE) | U_SUBMITTING;
@@ -249,10 +262,8 @@ void weft__uring_flush(struct p *pp)
         /* Cancelled while queued (invariant 3): a NOP completes it. */
         struct io_uring_sqe *sqe = &r->sqes[(first + k) & r->sqmask];
         uint64_t ud = sqe->user_data;
-        uint8_t flags = sqe->flags; /* a linked timeout stays linked */
         memset(sqe, 0, sizeof *sqe);
         sqe->opcode = IORING_OP_NOP;
-        sqe->flags = flags;
         sqe->user_data = ud;
     }
     __atomic_store_n(r->sqtail, r->tail, __ATOMIC_RELEASE);
@@ -275,35 +286,36 @@ void weft__uring_flush(struct p *pp)
         weft__throw("weft: io_uring_enter failed");
     }
     for (uint32_t k = 0; k < n; k++) {
-        if (r->queued[k] == NULL)
-            continue;
+        struct pdu *d = r->queued[k];
         uint32_t s = st[k];
         /* A CQE may have made it DONE already; a canceller marks only a
          * request that is not SUBMITTING, so s is still exact if not. */
-        atomic_compare_exchange_strong(&r->queued[k]->st, &s,
-                                       (s & ~(uint32_t)U_STATE) | U_INFLIGHT);
+        if (!atomic_compare_exchange_strong(
+                &d->st, &s, (s & ~(uint32_t)U_STATE) | U_INFLIGHT) ||
+            d->deadline == WEFT_FOREVER)
+            continue;
+        /* It waits: now its deadline needs a timer (invariant 5). One
+         * left armed by an earlier request can only cancel that one. */
+        weft__timer_del(&d->tm);
+        weft__timer_add(pp, &d->tm, d->deadline, expire, d, st[k] >> U_GEN);
     }
     r->nqueued = 0;
 }
 
-/* weft__uring_sqe - n (1 or 2: a request and its linked timeout)
- * zeroed SQEs in a row on pp's ring (owner of pp) into sqe[], queued
- * for d's request until the next flush; d->st must be U_QUEUED. */
-void weft__uring_sqe(struct p *pp, struct pdu *d, uint32_t n,
-                     struct io_uring_sqe **sqe)
+/* weft__uring_sqe - a zeroed SQE on pp's ring for d's request (owner of
+ * pp), queued until the next flush; d->st must be U_QUEUED. */
+struct io_uring_sqe *weft__uring_sqe(struct p *pp, struct pdu *d)
 {
     struct uring *r = rings[pp->id];
-    /* Both of a linked pair go in one enter, or the link breaks. */
-    if (r->nqueued + n > SQ_ENTRIES ||
-        r->tail - __atomic_load_n(r->sqhead, __ATOMIC_ACQUIRE) + n > SQ_ENTRIES)
+    if (r->nqueued == SQ_ENTRIES ||
+        r->tail - __atomic_load_n(r->sqhead, __ATOMIC_ACQUIRE) >= SQ_ENTRIES)
         weft__uring_flush(pp);
-    for (uint32_t k = 0; k < n; k++) {
-        sqe[k] = &r->sqes[r->tail & r->sqmask]; /* may wrap between two */
-        memset(sqe[k], 0, sizeof *sqe[k]);
-        r->queued[r->nqueued++] = k == 0 ? d : NULL;
-        r->tail++;
-    }
+    struct io_uring_sqe *sqe = &r->sqes[r->tail & r->sqmask];
+    memset(sqe, 0, sizeof *sqe);
+    r->queued[r->nqueued++] = d;
+    r->tail++;
     STORE(&d->ring, pp->id);
+    return sqe;
 }
 
 bool weft__uring_queued(struct p *pp)
@@ -327,8 +339,7 @@ struct g *weft__uring_reap(int32_t i, struct g *list)
         uint32_t tail = __atomic_load_n(r->cqtail, __ATOMIC_ACQUIRE);
         for (; head != tail; head++) {
             struct io_uring_cqe *c = &r->cqes[head & r->cqmask];
-            if (c->user_data != UD_TIMEOUT) /* its request's CQE tells */
-                weft__pd_ucomplete(c->user_data, c->res, &list);
+            weft__pd_ucomplete(c->user_data, c->res, &list);
         }
         __atomic_store_n(r->cqhead, head, __ATOMIC_RELEASE);
         /* The kernel keeps what did not fit; it moves it in on an enter
