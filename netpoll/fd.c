@@ -460,9 +460,14 @@ int32_t weft__pd_uio(struct pd *pd, int fd, uint32_t seq, int dir,
             break; /* only the CQE wakes us: this is for robustness */
     }
     atomic_fetch_sub(&nwaiters, 1);
-    if (deadline != WEFT_FOREVER)
-        weft__timer_del(&d->tm); /* uring.c invariant 5 */
     s = atomic_load(&d->st);
+    if (deadline != WEFT_FOREVER) { /* uring.c invariant 5 */
+        while (s & U_ARMING) { /* its sender is a few instructions on */
+            weft_yield();
+            s = atomic_load(&d->st);
+        }
+        weft__timer_del(&d->tm);
+    }
     int32_t res = d->res;
     d->drained = io->op == IORING_OP_RECV && res > 0 && (uint32_t)res < io->len;
     /* Release: the next owner of the direction sees res read. */

@@ -60,17 +60,18 @@ void weft__netpoll_disarm(int fd);
 enum {
     U_IDLE, U_QUEUED, U_SUBMITTING, U_INFLIGHT, U_DONE,
     U_STATE = 7,
-    U_CANCEL = 8, /* a deadline or a close cancelled it */
-    U_NOP = 16,   /* cancelled before the kernel saw it */
-    U_GEN = 5,
+    U_CANCEL = 8,  /* a deadline or a close cancelled it */
+    U_NOP = 16,    /* cancelled before the kernel saw it */
+    U_ARMING = 32, /* its sender is arming its deadline timer */
+    U_GEN = 6,
 };
 #define UTOK_DONE ((uint64_t)1)
 struct pdu {
     _Atomic uint32_t st;  /* see above */
     _Atomic int32_t ring; /* the P id whose ring has it */
     _Atomic uint32_t seq; /* the pd generation it was queued for */
-    /* Set by the G before it queues the request, read by the P that
-     * sends it and by the deadline timer (uring.c invariant 5). */
+    /* Set by the G before it queues the request; read by the P that
+     * sends it before the G may go on (uring.c invariant 5). */
     uint64_t ud;          /* its user_data */
     int64_t deadline;     /* WEFT_FOREVER: none */
     struct timer tm;      /* the deadline, armed only if the request

@@ -36,8 +36,13 @@
  *     never receives an old request.
  *  5. Deadlines: a request that did not complete as it was sent (reads
  *     that wait for data; writes almost never do) gets a timer on the
- *     sending P, whose firing cancels it as weft_close does; the G
- *     deletes it after the CQE. Arming one per request instead cost
+ *     sending P, whose firing cancels it as weft_close does (the timer
+ *     carries the user_data, so a late firing cancels nothing newer).
+ *     The sender marks the request ARMING from before the enter until
+ *     the timer is added, and the G, woken by a CQE that may come first,
+ *     waits for that mark to go before it deletes the timer: so the
+ *     request's fields stay put while the sender reads them, and no
+ *     timer outlives its request. Arming one per request instead cost
  *     httpd, whose every read and write has a deadline, ~8% more cycles
  *     per request as kernel linked timeouts (prepared and disarmed even
  *     for a send that completes at once).
@@ -228,11 +233,10 @@ void weft__uring_init(int epfd, uint64_t tag)
 
 /* expire - a request's deadline passed: cancel it, if it is still the
  * request gen (its CQE wakes the G). Timer context. */
-static void expire(void *arg, uint64_t gen, int64_t now)
+static void expire(void *arg, uint64_t ud, int64_t now)
 {
     (void)now;
-    struct pdu *d = arg;
-    weft__uring_cancel(d, (uint32_t)gen, d->ud);
+    weft__uring_cancel(arg, (uint32_t)(ud >> 32), ud);
 }
 
 /* weft__uring_flush - hand pp's queued SQEs to the kernel (owner of pp,
@@ -252,6 +256,8 @@ void weft__uring_flush(struct p *pp)
             uint32_t to = (s & ~(uint32_t)U_STATE) | U_SUBMITTING;
             if (s & U_CANCEL)
                 to |= U_NOP;
+            else if (d->deadline != WEFT_FOREVER) /* invariant 5 */
+                to |= U_ARMING;
             if (atomic_compare_exchange_strong(&d->st, &s, to)) {
                 st[k] = to;
                 break;
@@ -290,14 +296,14 @@ void weft__uring_flush(struct p *pp)
         uint32_t s = st[k];
         /* A CQE may have made it DONE already; a canceller marks only a
          * request that is not SUBMITTING, so s is still exact if not. */
-        if (!atomic_compare_exchange_strong(
-                &d->st, &s, (s & ~(uint32_t)U_STATE) | U_INFLIGHT) ||
-            d->deadline == WEFT_FOREVER)
+        bool waits = atomic_compare_exchange_strong(
+            &d->st, &s, (s & ~(uint32_t)U_STATE) | U_INFLIGHT);
+        if (!(st[k] & U_ARMING))
             continue;
-        /* It waits: now its deadline needs a timer (invariant 5). One
-         * left armed by an earlier request can only cancel that one. */
-        weft__timer_del(&d->tm);
-        weft__timer_add(pp, &d->tm, d->deadline, expire, d, st[k] >> U_GEN);
+        /* It waits: now its deadline needs a timer (invariant 5). */
+        if (waits)
+            weft__timer_add(pp, &d->tm, d->deadline, expire, d, d->ud);
+        atomic_fetch_and(&d->st, ~(uint32_t)U_ARMING);
     }
     r->nqueued = 0;
 }
