@@ -1130,13 +1130,13 @@ top:
             return gp;
     }
     /* io_uring requests wait for the P to run dry, so one enter carries
-     * a round's worth; every 16th schedule sends them anyway, and takes
-     * what completed, so a P that never runs dry still does its I/O. */
-    if (uringdue(pp)) {
+     * a round's worth; every 16th schedule sends them anyway. What they
+     * complete is taken when the P runs dry, or by sysmon's poll, as Go
+     * takes network readiness: taking it here too put a never-dry P's
+     * completions ahead of its global queue (1000-connection echo: p99
+     * 10 ms -> 107 ms). */
+    if (uringdue(pp))
         weft__uring_flush(pp);
-        if ((gp = injectglist(mp, weft__uring_reap(pp->id, NULL))) != NULL)
-            return gp;
-    }
     if ((gp = weft__runqget(pp, inherit)) != NULL)
         return gp;
     if (LOAD(&weft__sched.runqsize) > 0) {
