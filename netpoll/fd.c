@@ -55,8 +55,9 @@
  *     the direction's tok word as invariant 1 has the fd words: the G
  *     publishes its token in its park commit, the completion swaps in
  *     UTOK_DONE and claims the token it took. Its deadline's timer and
- *     weft_close cancel it (uring.c invariants 3 and 5). Either way the G returns only after the
- *     CQE: the kernel may be writing into the caller's buffer until then.
+ *     weft_close cancel it (uring.c invariants 3 and 5); either way the
+ *     G returns only after the CQE: the kernel may be writing into the
+ *     caller's buffer until then.
  *     A request that completed before its cancel keeps its result (a
  *     read's bytes are not lost), unless the fd was closed.
  *
@@ -582,10 +583,9 @@ bool weft__pd_close(int fd)
     weft__lock(&pd->lock);
     bool was = LOAD(&pd->open);
     struct g *list = NULL;
-    uint32_t seq = 0;
     if (was) {
         STORE(&pd->open, false);
-        seq = atomic_fetch_add(&pd->seq, 1); /* seq-cst: invariant 4 */
+        atomic_fetch_add(&pd->seq, 1); /* seq-cst: invariant 4 */
         wake(&pd->rg, &list);
         wake(&pd->wg, &list);
         if (LOAD(&pd->polled))
@@ -594,12 +594,14 @@ bool weft__pd_close(int fd)
     }
     weft__unlock(&pd->lock);
     /* io_uring requests of this generation end with their CQE (invariant
-     * 7), so before the number can be reused. */
+     * 7), so before the number can be reused. A request under way is of
+     * this generation or an earlier one already cancelled (cancelling
+     * that again does nothing): no newer one can exist yet. */
     for (int dir = 0; was && dir < 2; dir++) {
         struct pdu *d = &pd->u[dir];
         uint32_t s = atomic_load(&d->st); /* seq-cst: after the bump */
         uint32_t st = s & U_STATE;
-        if (st != U_IDLE && st != U_DONE && LOAD(&d->seq) == seq)
+        if (st != U_IDLE && st != U_DONE)
             weft__uring_cancel(d, s >> U_GEN, udata(fd, dir, s >> U_GEN));
     }
     while (list != NULL) {
