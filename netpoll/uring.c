@@ -34,6 +34,8 @@
  *     INFLIGHT one with IORING_REGISTER_SYNC_CANCEL; so a request never
  *     reaches the kernel after its fd was closed, and a reused fd number
  *     never receives an old request.
+ *  4. Each ring's fd is in the epoll set (level-triggered): a sleeping
+ *     poller wakes for completions as for readiness.
  *  5. Deadlines: a request that did not complete as it was sent (reads
  *     that wait for data; writes almost never do) gets a timer on the
  *     sending P, whose firing cancels it as weft_close does (the timer
@@ -42,12 +44,10 @@
  *     the timer is added, and the G, woken by a CQE that may come first,
  *     waits for that mark to go before it deletes the timer: so the
  *     request's fields stay put while the sender reads them, and no
- *     timer outlives its request. Arming one per request instead cost
+ *     timer stays armed past its request. Arming one per request instead cost
  *     httpd, whose every read and write has a deadline, ~8% more cycles
  *     per request as kernel linked timeouts (prepared and disarmed even
  *     for a send that completes at once).
- *  4. Each ring's fd is in the epoll set (level-triggered): a sleeping
- *     poller wakes for completions as for readiness.
  *
  * Off (epoll for everything) when the kernel lacks what this needs
  * (COOP_TASKRUN, SYNC_CANCEL: Linux 6.0), when io_uring is refused
