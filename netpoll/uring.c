@@ -44,10 +44,10 @@
  *     the timer is added, and the G, woken by a CQE that may come first,
  *     waits for that mark to go before it deletes the timer: so the
  *     request's fields stay put while the sender reads them, and no
- *     timer stays armed past its request. Arming one per request instead cost
- *     httpd, whose every read and write has a deadline, ~8% more cycles
- *     per request as kernel linked timeouts (prepared and disarmed even
- *     for a send that completes at once).
+ *     timer stays armed past its request. A timer for every request
+ *     (kernel linked timeouts, prepared and disarmed even for a send
+ *     that completes at once) cost httpd, whose every read and write has
+ *     a deadline, ~8% more cycles per request than epoll.
  *
  * Off (epoll for everything) when the kernel lacks what this needs
  * (COOP_TASKRUN, SYNC_CANCEL: Linux 6.0), when io_uring is refused
