@@ -25,8 +25,8 @@
  *
  * uring.c, the io_uring per P for stream sockets (see its top comment):
  *  weft__uring_init(epfd, tag) / weft__uring_close(), weft__uring_on
- *  (whether it is in use), weft__uring_sqe / _flush / _queued on the
- *  caller's own P, weft__uring_reap(P id) / _reapall from anywhere,
+ *  (whether it is in use), weft__uring_sqe / _flush on the caller's own
+ *  P (pp->uringq counts what is queued), weft__uring_reap(P id) / _reapall from anywhere,
  *  weft__uring_cancel.
  *
  * fd.c, the poll descriptors on top (see its top comment):
@@ -129,7 +129,6 @@ void weft__uring_init(int epfd, uint64_t tag);
 void weft__uring_close(void);
 struct io_uring_sqe *weft__uring_sqe(struct p *pp, struct pdu *d);
 void weft__uring_flush(struct p *pp);
-bool weft__uring_queued(struct p *pp);
 struct g *weft__uring_reap(int32_t i, struct g *list);
 struct g *weft__uring_reapall(struct g *list);
 void weft__uring_cancel(struct pdu *d, uint32_t gen, uint64_t ud);

@@ -306,6 +306,7 @@ void weft__uring_flush(struct p *pp)
         atomic_fetch_and(&d->st, ~(uint32_t)U_ARMING);
     }
     r->nqueued = 0;
+    pp->uringq = 0;
 }
 
 /* weft__uring_sqe - a zeroed SQE on pp's ring for d's request (owner of
@@ -319,14 +320,10 @@ struct io_uring_sqe *weft__uring_sqe(struct p *pp, struct pdu *d)
     struct io_uring_sqe *sqe = &r->sqes[r->tail & r->sqmask];
     memset(sqe, 0, sizeof *sqe);
     r->queued[r->nqueued++] = d;
+    pp->uringq = r->nqueued;
     r->tail++;
     STORE(&d->ring, pp->id);
     return sqe;
-}
-
-bool weft__uring_queued(struct p *pp)
-{
-    return rings[pp->id]->nqueued != 0;
 }
 
 /* weft__uring_reap - take ring i's completions (if no one else is):

@@ -262,8 +262,7 @@ static inline bool timersdue(struct p *pp)
  * every 16th schedule (findrunnable sends them). */
 static inline bool uringdue(struct p *pp)
 {
-    return weft__uring_on && (LOAD(&pp->schedtick) & 15) == 0 &&
-           weft__uring_queued(pp);
+    return pp->uringq != 0 && (LOAD(&pp->schedtick) & 15) == 0;
 }
 
 /* fastnext - a G to switch to directly from a G, or NULL when g0 must
@@ -1352,7 +1351,7 @@ WEFT_EXTERN int weft_syscall_enter(void)
     struct p *pp = mp->p;
     /* The P may sit idle while this M blocks: its queued io_uring
      * requests go now. */
-    if (weft__uring_on && weft__uring_queued(pp))
+    if (pp->uringq != 0)
         weft__uring_flush(pp);
     gp->syscallp = true;
     STORE(&gp->status, G_SYSCALL);

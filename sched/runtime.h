@@ -466,6 +466,8 @@ struct p {
                                     * ping-pong pair cannot starve the
                                     * rest of its P) */
     _Atomic uint32_t syscalltick;  /* owner writes; per syscall enter */
+    uint32_t uringq;               /* owner: io_uring requests queued on
+                                    * its ring, not yet sent (uring.c) */
 
     /* Run queue: owner pushes at tail, anyone CAS-pops at head. */
     _Alignas(CACHELINE) _Atomic uint32_t runqhead;
