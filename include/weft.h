@@ -560,7 +560,8 @@ WEFT_EXTERN int weft_dial_dl(const char *network, const char *address,
 /*
  * weft_read / weft_readv - read at most len bytes (as read(2)/readv(2)),
  * parking while none are available. Returns the count (> 0), 0 at end of
- * file, WEFT_ETIMEDOUT (_dl), WEFT_ECLOSED, WEFT_EBUSY, or an errno.
+ * file (or at once when len is 0, as Go's Read of an empty buffer),
+ * WEFT_ETIMEDOUT (_dl), WEFT_ECLOSED, WEFT_EBUSY, or an errno.
  */
 WEFT_EXTERN ssize_t weft_read(int fd, void *buf, size_t len);
 WEFT_EXTERN ssize_t weft_read_dl(int fd, void *buf, size_t len,

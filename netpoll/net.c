@@ -204,12 +204,15 @@ static ssize_t readsome(int fd, const struct iovec *iov, int iovcnt,
     int rc = ioprep(fd, &pd, &seq, &plain, pc);
     if (rc < 0)
         return rc;
+    /* As Go's Read of an empty buffer: a stream socket's recv of 0 bytes
+     * would say EAGAIN until data came, and park for nothing. */
+    if (len == 0)
+        return 0;
     if (!plain && pd->stream && weft__uring_on) {
-        struct uio io = {IORING_OP_RECV, iov[0].iov_base,
-                         (uint32_t)(len < UIO_MAX ? len : UIO_MAX), 0};
-        if (iovcnt != 1)
-            io = (struct uio){IORING_OP_READV, (void *)iov,
-                              (uint32_t)iovcnt, 0};
+        struct uio io = {IORING_OP_READV, (void *)iov, (uint32_t)iovcnt, 0};
+        if (iovcnt == 1)
+            io = (struct uio){IORING_OP_RECV, iov[0].iov_base,
+                              (uint32_t)(len < UIO_MAX ? len : UIO_MAX), 0};
         for (;;) {
             int32_t n = weft__pd_uio(pd, fd, seq, 0, &io, deadline);
             if (n != -EINTR && n != -EAGAIN)
@@ -221,7 +224,7 @@ static ssize_t readsome(int fd, const struct iovec *iov, int iovcnt,
         me = weft__getg()->idx + 1;
         /* Data and the peer's FIN can share one edge: after a hang-up,
          * a short read proves nothing, so read on to the 0. */
-        if (LOAD(&pd->drained) == me && len > 0 &&
+        if (LOAD(&pd->drained) == me &&
             !atomic_load(&pd->hup) &&
             (rc = weft__pd_wait(pd, fd, seq, WEFT_READ, deadline)) < 0)
             return rc;

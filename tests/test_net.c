@@ -544,6 +544,13 @@ static int iov_body(void *arg)
     }
     check_pat(in, total, 1, 0, "readv");
     free(in);
+    /* Nothing to read or write: 0 at once, iov NULL allowed. */
+    EXPECT_ERR(weft_readv_dl(s, NULL, 0, after_ms(5000)), 0);
+    struct iovec empty[2] = {{NULL, 0}, {NULL, 0}};
+    EXPECT_ERR(weft_readv_dl(s, empty, 2, after_ms(5000)), 0);
+    EXPECT_ERR(weft_read_dl(s, NULL, 0, after_ms(5000)), 0);
+    EXPECT_ERR(weft_writev(c, NULL, 0, &done), 0);
+    ASSERT_EQ(done, 0);
     struct iovec many[1];
     many[0].iov_base = a;
     many[0].iov_len = 1;
