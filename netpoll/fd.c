@@ -215,6 +215,36 @@ int weft__pd_adopt(int fd, struct pd **pdp, uint32_t *seqp, uintptr_t pc,
     return err;
 }
 
+/* gtoken - the token naming gp's wait wseq in a wait word. */
+static inline uint64_t gtoken(struct g *gp, uint64_t wseq)
+{
+    return ((uint64_t)gp->idx + 1) << 32 | (uint32_t)wseq;
+}
+
+/* claimtoken - claim the wait named by token t (invariants 1 and 7);
+ * the G, if won, goes on *list (through schedlink). */
+static void claimtoken(uint64_t t, struct g **list)
+{
+    struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
+    struct g *gp = weft__allg(chunks, (size_t)(t >> 32) - 1);
+    if (weft__wait_claim_g(gp, (uint32_t)t)) {
+        gp->schedlink = *list;
+        *list = gp;
+    }
+}
+
+/* waitcheck - a waiter's check once its word is taken: WEFT_ECLOSED if
+ * pd's generation is no longer seq (seq-cst: pairs with close's bump,
+ * invariant 4), WEFT_ETIMEDOUT if the deadline passed, else 0. */
+static int waitcheck(struct pd *pd, uint32_t seq, int64_t deadline)
+{
+    if (atomic_load(&pd->seq) != seq)
+        return WEFT_ECLOSED;
+    if (deadline != WEFT_FOREVER && deadline <= weft__nanotime())
+        return WEFT_ETIMEDOUT;
+    return 0;
+}
+
 /* wake - a waker's half of invariant 1 on word w; a claimed G goes on
  * *list (through schedlink). */
 static void wake(_Atomic uint64_t *w, struct g **list)
@@ -224,14 +254,8 @@ static void wake(_Atomic uint64_t *w, struct g **list)
         if (old == PD_READY)
             return;
     } while (!atomic_compare_exchange_weak(w, &old, PD_READY));
-    if (old <= PD_WAIT)
-        return;
-    struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
-    struct g *gp = weft__allg(chunks, (size_t)(old >> 32) - 1);
-    if (weft__wait_claim_g(gp, (uint32_t)old)) {
-        gp->schedlink = *list;
-        *list = gp;
-    }
+    if (old > PD_WAIT)
+        claimtoken(old, list);
 }
 
 /* weft__pd_netready - the backend's report: the fd registered with data
@@ -339,21 +363,15 @@ int weft__pd_wait(struct pd *pd, int fd, uint32_t seq, int mode,
                 break;
         }
     }
-    int rc = 0;
-    /* seq-cst, after the WAIT stores: pairs with close's seq bump before
-     * its swaps (invariant 4). */
-    if (atomic_load(&pd->seq) != seq)
-        rc = WEFT_ECLOSED;
-    else if (deadline != WEFT_FOREVER && deadline <= weft__nanotime())
-        rc = WEFT_ETIMEDOUT;
+    /* After the WAIT stores (invariant 4). */
+    int rc = waitcheck(pd, seq, deadline);
     if (rc != 0) {
         for (int i = 0; i < pa.nw; i++)
             clearword(pa.w[i], PD_WAIT);
         return rc;
     }
     struct g *gp = weft__getg();
-    uint64_t wseq = weft__wait_prepare(gp);
-    pa.token = ((uint64_t)gp->idx + 1) << 32 | (uint32_t)wseq;
+    pa.token = gtoken(gp, weft__wait_prepare(gp));
     __atomic_store_n(&gp->waitfd, fd, __ATOMIC_RELAXED);
     atomic_fetch_add(&nwaiters, 1);
     weft__park(commit, &pa, WR_IO_WAIT);
@@ -407,8 +425,9 @@ int32_t weft__pd_uio(struct pd *pd, int fd, uint32_t seq, int dir,
             if (LOAD(&d->seq) == seq)
                 return WEFT_EBUSY;
             /* The request of an earlier life of this number, cancelled
-             * by its close, has not seen its CQE yet: a moment. */
-            weft_yield();
+             * by its close, has not seen its CQE yet: a moment. Sleep,
+             * not yield: the CQE is taken when some P runs dry. */
+            weft_sleep(10000); /* 10 us */
             if (atomic_load(&pd->seq) != seq)
                 return WEFT_ECLOSED;
             s = LOAD(&d->st);
@@ -420,13 +439,8 @@ int32_t weft__pd_uio(struct pd *pd, int fd, uint32_t seq, int dir,
     }
     STORE(&d->seq, seq);
     STORE(&d->tok, 0);
-    /* seq-cst, after QUEUED: pairs with close's seq bump before it reads
-     * the state to cancel. */
-    int32_t rc = 0;
-    if (atomic_load(&pd->seq) != seq)
-        rc = WEFT_ECLOSED;
-    else if (deadline != WEFT_FOREVER && deadline <= weft__nanotime())
-        rc = WEFT_ETIMEDOUT;
+    /* After QUEUED: close reads the state after its bump. */
+    int32_t rc = waitcheck(pd, seq, deadline);
     if (rc != 0) {
         atomic_store(&d->st, gen << U_GEN | U_IDLE);
         return rc;
@@ -449,18 +463,11 @@ int32_t weft__pd_uio(struct pd *pd, int fd, uint32_t seq, int dir,
     struct g *gp = weft__getg();
     __atomic_store_n(&gp->waitfd, fd, __ATOMIC_RELAXED);
     atomic_fetch_add(&nwaiters, 1);
-    for (;;) {
-        uint64_t wseq = weft__wait_prepare(gp);
-        struct upark pa = {
-            .tok = &d->tok,
-            .token = ((uint64_t)gp->idx + 1) << 32 | (uint32_t)wseq,
-        };
-        weft__park(ucommit, &pa, WR_IO_WAIT);
-        uint64_t t = atomic_load(&d->tok);
-        if (t == UTOK_DONE || !atomic_compare_exchange_strong(&d->tok, &t, 0))
-            break; /* only the CQE wakes us: this is for robustness */
-    }
+    struct upark pa = {&d->tok, gtoken(gp, weft__wait_prepare(gp))};
+    weft__park(ucommit, &pa, WR_IO_WAIT);
     atomic_fetch_sub(&nwaiters, 1);
+    if (atomic_load(&d->tok) != UTOK_DONE) /* its CQE is the only waker */
+        weft__throw("weft: io_uring wait woken before its completion");
     s = atomic_load(&d->st);
     if (deadline != WEFT_FOREVER) { /* uring.c invariant 5 */
         while (s & U_ARMING) { /* its sender is a few instructions on */
@@ -498,14 +505,8 @@ void weft__pd_ucomplete(uint64_t ud, int32_t res, struct g **list)
         &d->st, &s, (s & ~(uint32_t)U_STATE) | U_DONE));
     d->res = res;
     uint64_t t = atomic_exchange(&d->tok, UTOK_DONE);
-    if (t <= UTOK_DONE)
-        return;
-    struct g **chunks = __atomic_load_n(&weft__allgchunks, __ATOMIC_ACQUIRE);
-    struct g *gp = weft__allg(chunks, (size_t)(t >> 32) - 1);
-    if (weft__wait_claim_g(gp, (uint32_t)t)) {
-        gp->schedlink = *list;
-        *list = gp;
-    }
+    if (t > UTOK_DONE)
+        claimtoken(t, list);
 }
 
 /* weft__pd_busy - whether another G waits on pd in a direction of mode

@@ -79,9 +79,9 @@ struct uring {
     struct io_uring_cqe *cqes;
     void *ringmem, *sqemem;
     size_t ringsz, sqesz;
-    /* Owner (invariant 1): SQEs written up to tail, nqueued of them not
-     * yet visible to the kernel, and whose they are. */
-    uint32_t tail, nqueued;
+    /* Owner (invariant 1): SQEs written up to tail, the P's uringq of
+     * them not yet visible to the kernel, and whose they are. */
+    uint32_t tail;
     struct pdu *queued[SQ_ENTRIES];
     /* invariant 2 */
     _Alignas(CACHELINE) _Atomic bool reaping;
@@ -160,20 +160,20 @@ static struct uring *ringnew(void)
     return r;
 }
 
-/* synccancel - cancel the requests on ring i matching user_data ud (or,
- * fd >= 0, every one on fd), waiting until they are cancelled (their
- * CQEs may come later). 0, -ENOENT (none: finished already), -errno. */
-static int synccancel(int32_t i, uint64_t ud, int fd)
+/* synccancel - cancel the requests on ring fd matching user_data ud
+ * (flags IORING_ASYNC_CANCEL_ANY|ALL: every one), waiting until they are
+ * cancelled (their CQEs may come later). 0, -ENOENT (none: finished
+ * already), -errno. */
+static int synccancel(int fd, uint64_t ud, uint32_t flags)
 {
     struct io_uring_sync_cancel_reg reg = {
         .addr = ud,
-        .fd = fd,
-        .flags = fd >= 0 ? IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL
-                         : 0,
+        .fd = -1,
+        .flags = flags,
         .timeout = {.tv_sec = -1, .tv_nsec = -1},
     };
     for (;;) {
-        long r = syscall(__NR_io_uring_register, rings[i]->fd,
+        long r = syscall(__NR_io_uring_register, fd,
                          IORING_REGISTER_SYNC_CANCEL, &reg, 1);
         if (r >= 0)
             return 0;
@@ -187,14 +187,9 @@ void weft__uring_close(void)
     for (int32_t i = 0; i < nrings; i++) {
         /* Parked coroutines are abandoned at the end: nothing may write
          * into their stacks once those are freed. */
-        if (rings[i] != NULL) {
-            struct io_uring_sync_cancel_reg reg = {
-                .flags = IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL,
-                .timeout = {.tv_sec = -1, .tv_nsec = -1},
-            };
-            syscall(__NR_io_uring_register, rings[i]->fd,
-                    IORING_REGISTER_SYNC_CANCEL, &reg, 1);
-        }
+        if (rings[i] != NULL)
+            synccancel(rings[i]->fd, 0,
+                       IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
         ringfree(rings[i]);
     }
     free(rings);
@@ -224,7 +219,7 @@ void weft__uring_init(int epfd, uint64_t tag)
     }
     /* SYNC_CANCEL (6.0) is how deadlines and closes reach a request: a
      * kernel without it answers EINVAL, one with it ENOENT here. */
-    if (synccancel(0, UINT64_MAX, -1) != -ENOENT) {
+    if (synccancel(rings[0]->fd, UINT64_MAX, 0) != -ENOENT) {
         weft__uring_close();
         return;
     }
@@ -244,7 +239,7 @@ static void expire(void *arg, uint64_t ud, int64_t now)
 void weft__uring_flush(struct p *pp)
 {
     struct uring *r = rings[pp->id];
-    uint32_t n = r->nqueued;
+    uint32_t n = pp->uringq;
     if (n == 0)
         return;
     uint32_t first = r->tail - n;
@@ -305,7 +300,6 @@ void weft__uring_flush(struct p *pp)
             weft__timer_add(pp, &d->tm, d->deadline, expire, d, d->ud);
         atomic_fetch_and(&d->st, ~(uint32_t)U_ARMING);
     }
-    r->nqueued = 0;
     pp->uringq = 0;
 }
 
@@ -314,13 +308,12 @@ void weft__uring_flush(struct p *pp)
 struct io_uring_sqe *weft__uring_sqe(struct p *pp, struct pdu *d)
 {
     struct uring *r = rings[pp->id];
-    if (r->nqueued == SQ_ENTRIES ||
+    if (pp->uringq == SQ_ENTRIES ||
         r->tail - __atomic_load_n(r->sqhead, __ATOMIC_ACQUIRE) >= SQ_ENTRIES)
         weft__uring_flush(pp);
     struct io_uring_sqe *sqe = &r->sqes[r->tail & r->sqmask];
     memset(sqe, 0, sizeof *sqe);
-    r->queued[r->nqueued++] = d;
-    pp->uringq = r->nqueued;
+    r->queued[pp->uringq++] = d;
     r->tail++;
     STORE(&d->ring, pp->id);
     return sqe;
@@ -378,7 +371,7 @@ void weft__uring_cancel(struct pdu *d, uint32_t gen, uint64_t ud)
         if (!atomic_compare_exchange_strong(&d->st, &s, s | U_CANCEL))
             continue;
         if ((s & U_STATE) == U_INFLIGHT)
-            synccancel(LOAD(&d->ring), ud, -1);
+            synccancel(rings[LOAD(&d->ring)]->fd, ud, 0);
         return;
     }
 }

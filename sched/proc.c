@@ -265,21 +265,22 @@ static inline bool uringdue(struct p *pp)
     return pp->uringq != 0 && (LOAD(&pp->schedtick) & 15) == 0;
 }
 
+/* g0due - whether the next switch must go through g0 and findrunnable:
+ * global queue fairness, timers due, io_uring requests to send, or
+ * sysmon's attention (shutdown, preemption). */
+static inline bool g0due(struct p *pp)
+{
+    return unlikely(attention() != 0) ||
+           (unlikely(LOAD(&pp->schedtick) % 61 == 0) &&
+            LOAD(&weft__sched.runqsize) > 0) || /* shared line: last */
+           unlikely(timersdue(pp)) || unlikely(uringdue(pp));
+}
+
 /* fastnext - a G to switch to directly from a G, or NULL when g0 must
- * decide (global queue fairness, timers due, shutdown, empty queue).
- * *inherit: see weft__runqget. */
+ * decide (g0due, or an empty queue). *inherit: see weft__runqget. */
 static inline struct g *fastnext(struct p *pp, bool *inherit)
 {
-    if (unlikely(attention() != 0))
-        return NULL;
-    if (unlikely(LOAD(&pp->schedtick) % 61 == 0) &&
-        LOAD(&weft__sched.runqsize) > 0) /* shared line: read it last */
-        return NULL;
-    if (unlikely(timersdue(pp)))
-        return NULL;
-    if (unlikely(uringdue(pp)))
-        return NULL;
-    return weft__runqget(pp, inherit);
+    return g0due(pp) ? NULL : weft__runqget(pp, inherit);
 }
 
 /* leave - the one way a G gives up its M: set its new status, record how
@@ -712,9 +713,9 @@ WEFT_EXTERN int weft_yield(void)
         return WEFT_ENOTCORO;
     struct p *pp = mp->p;
     bool inherit = false;
-    struct g *next = fastnext(pp, &inherit);
-    if (next == NULL && attention() == 0 &&
-        LOAD(&weft__sched.runqsize) == 0 && !timersdue(pp) && !uringdue(pp)) {
+    bool due = g0due(pp);
+    struct g *next = due ? NULL : weft__runqget(pp, &inherit);
+    if (next == NULL && !due && LOAD(&weft__sched.runqsize) == 0) {
         /* Nobody else to run here. Count a tick all the same, as Go's
          * Gosched does: a frozen schedtick would keep timersdue() on its
          * every-16th real clock read for every yield of a lone yielder. */
