@@ -38,9 +38,9 @@
  *     the check and the park: the G claims its own wait and does not
  *     sleep (if the timer claimed it first, the timer readies it).
  *  3. A woken waiter clears its word (token or READY -> NIL) and retries
- *     its system call: every fd call starts with the call itself, so
- *     READY is only needed between EAGAIN and the park, and a spurious
- *     wake-up costs one EAGAIN, never a wrong result. That is also why
+ *     its system call, so a spurious wake-up costs one EAGAIN, never a
+ *     wrong result. A waiter that gives up without the retry (timed
+ *     out) leaves a READY in place for the next call. That is also why
  *     an event racing with a close and a reuse of the same number can at
  *     worst wake a waiter of the new fd for nothing.
  *  4. A waiter that finds the generation changed (the fd was weft_close'd,
@@ -301,12 +301,18 @@ static bool commit(struct g *gp, void *argp)
     return !weft__wait_claim_g(gp, (uint32_t)pa.token);
 }
 
-/* clearword - after the wait: drop our token, or the readiness that woke
- * us (invariant 3), and a WAIT we never published. */
-static void clearword(_Atomic uint64_t *w, uint64_t token)
+/* clearword - after the wait: drop our token, and a WAIT we never
+ * published. A READY goes too if retry: the caller retries its call,
+ * which takes the readiness (invariant 3). A wait that ends without a
+ * retry (timed out, or past its deadline before it parked) leaves it:
+ * it came after the timeout, and a reader whose last read was short
+ * parks before it reads (net.c invariant 5), so a READY cleared here
+ * left data unread until the next edge (test read_deadline_races_data,
+ * TSan, on epoll). */
+static void clearword(_Atomic uint64_t *w, uint64_t token, bool retry)
 {
     uint64_t v = LOAD(w);
-    if (v == token || v == PD_READY || v == PD_WAIT)
+    if (v == token || v == PD_WAIT || (retry && v == PD_READY))
         atomic_compare_exchange_strong(w, &v, PD_NIL);
 }
 
@@ -349,14 +355,14 @@ int weft__pd_wait(struct pd *pd, int fd, uint32_t seq, int mode,
             if (old == PD_READY) {
                 if (atomic_compare_exchange_weak(pa.w[i], &old, PD_NIL)) {
                     for (int j = 0; j < i; j++)
-                        clearword(pa.w[j], PD_WAIT);
+                        clearword(pa.w[j], PD_WAIT, true);
                     return 0;
                 }
                 continue;
             }
             if (old != PD_NIL) {
                 for (int j = 0; j < i; j++)
-                    clearword(pa.w[j], PD_WAIT);
+                    clearword(pa.w[j], PD_WAIT, false);
                 return WEFT_EBUSY;
             }
             if (atomic_compare_exchange_weak(pa.w[i], &old, PD_WAIT))
@@ -367,7 +373,7 @@ int weft__pd_wait(struct pd *pd, int fd, uint32_t seq, int mode,
     int rc = waitcheck(pd, seq, deadline);
     if (rc != 0) {
         for (int i = 0; i < pa.nw; i++)
-            clearword(pa.w[i], PD_WAIT);
+            clearword(pa.w[i], PD_WAIT, false);
         return rc;
     }
     struct g *gp = weft__getg();
@@ -380,7 +386,7 @@ int weft__pd_wait(struct pd *pd, int fd, uint32_t seq, int mode,
     if (!timedout && deadline != WEFT_FOREVER)
         weft__timer_del(&gp->timer); /* a late firing fails its CAS */
     for (int i = 0; i < pa.nw; i++)
-        clearword(pa.w[i], pa.token);
+        clearword(pa.w[i], pa.token, !timedout);
     if (atomic_load(&pd->seq) != seq)
         return WEFT_ECLOSED;
     return timedout ? WEFT_ETIMEDOUT : 0;
